@@ -25,7 +25,9 @@ def test_rgba_alpha_is_dropped_not_composited(tmp_path):
 
 def test_grayscale_is_replicated(tmp_path):
     gray = np.arange(20, dtype=np.uint8).reshape(4, 5)
-    decoded = read_image(_save(tmp_path / "g.png", Image.fromarray(gray, "L")), exif_transpose=False)
+    decoded = read_image(
+        _save(tmp_path / "g.png", Image.fromarray(gray, "L")), exif_transpose=False
+    )
     assert all((decoded.rgb[..., c] == gray).all() for c in range(3))
 
 

@@ -25,7 +25,9 @@ class Halves(Method):
         height, width = image.height, image.width
         labels = np.zeros((height, width), np.int64)
         labels[:, width // 2 :] = 1 if len(request.vocabulary) > 1 else protocol.NO_CLASS
-        scores = np.stack([(labels == c).astype(np.float32) for c in range(len(request.vocabulary))])
+        scores = np.stack(
+            [(labels == c).astype(np.float32) for c in range(len(request.vocabulary))]
+        )
         return Segmentation(labels, list(request.vocabulary), scores, {"model": 0.0})
 
 
@@ -49,7 +51,12 @@ def test_load_segment_shutdown(tmp_path):
         [
             protocol.request("load", 1, device="cpu"),
             protocol.request(
-                "segment", 2, image=image, vocabulary=["a", "b"], output_prefix=prefix, save_scores=True
+                "segment",
+                2,
+                image=image,
+                vocabulary=["a", "b"],
+                output_prefix=prefix,
+                save_scores=True,
             ),
             protocol.request("shutdown", 3),
             protocol.request("ping", 4),  # never answered: the worker stopped
@@ -61,7 +68,8 @@ def test_load_segment_shutdown(tmp_path):
     labels = read_label_map(result["label_map"])
     assert labels.shape == (6, 8) and labels[0, 0] == 0 and labels[0, 7] == 1
     assert np.load(result["scores"])["scores"].shape == (2, 6, 8)
-    sidecar = json.loads(open(result["sidecar"]).read())
+    with open(result["sidecar"]) as file:
+        sidecar = json.load(file)
     assert sidecar["vocabulary"] == ["a", "b"] and sidecar["provenance"]["method"] == "halves"
     assert set(sidecar["timing"]) >= {"read", "model", "write", "total"}
     assert sidecar["memory"]["peak_rss_bytes"] > 0
@@ -82,7 +90,13 @@ def test_errors_are_structured_and_the_worker_keeps_serving(tmp_path):
             protocol.request("segment", 6, vocabulary=[], **seg),
             protocol.request("segment", 7, vocabulary=["a", "a"], **seg),
             protocol.request("segment", 8, vocabulary=["explode"], **seg),
-            protocol.request("segment", 9, vocabulary=["a"], image=str(tmp_path / "none.png"), output_prefix=prefix),
+            protocol.request(
+                "segment",
+                9,
+                vocabulary=["a"],
+                image=str(tmp_path / "none.png"),
+                output_prefix=prefix,
+            ),
             protocol.request("segment", 10, vocabulary=["a", "b"], stuff=["c"], **seg),
             protocol.request("segment", 11, vocabulary=["a"], **seg),
         ]

@@ -8,6 +8,7 @@ is read again only when it changes. The cache dir is ``$OVSS_CACHE_DIR`` (defaul
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -58,10 +59,8 @@ def sha256_file(path: str | Path, *, use_cache: bool = True) -> str:
     if use_cache:
         known = {k: v for k, v in known.items() if not k.startswith(f"{path}|")}
         known[key] = digest
-        try:
+        with contextlib.suppress(OSError):
             write_json(store, known)
-        except OSError:
-            pass
     return digest
 
 

@@ -49,7 +49,9 @@ def write_label_map(path: str | Path, label_map: np.ndarray) -> Path:
     """Write ``[H, W]`` integer labels in ``[0, 65535]`` as a 16-bit grayscale PNG."""
     labels = np.asarray(label_map)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"a label map must be a 2-D integer array, got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"a label map must be a 2-D integer array, got {labels.dtype} {labels.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() > NO_CLASS):
         raise ValueError("label map values must lie in [0, 65535]")
     image = Image.fromarray(labels.astype(np.uint16))

@@ -11,6 +11,7 @@ replies so that the worker keeps serving. A method's ``worker.py`` is two lines:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -85,10 +86,8 @@ class Method(ABC):
 
 def reset_peak_rss() -> None:
     """Reset the kernel's peak-RSS counter of this process (Linux; no-op elsewhere)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_rss_bytes() -> int:
@@ -136,7 +135,11 @@ class Server:
             return protocol.error_reply(request_id, error), False
 
     def _ping(self) -> dict[str, Any]:
-        return {"method": self.method.name, "pid": os.getpid(), "loaded": self.load_info is not None}
+        return {
+            "method": self.method.name,
+            "pid": os.getpid(),
+            "loaded": self.load_info is not None,
+        }
 
     def _load(self, message: dict[str, Any]) -> dict[str, Any]:
         request = protocol.parse_load(message)
@@ -196,7 +199,9 @@ class Server:
             }
             write_json(outputs["sidecar"], sidecar)
         except OSError as exc:
-            raise WorkerError("output_error", f"cannot write outputs at {prefix}: {exc}", prefix) from None
+            raise WorkerError(
+                "output_error", f"cannot write outputs at {prefix}: {exc}", prefix
+            ) from None
         return {
             **outputs,
             "effective_vocabulary": result.vocabulary,

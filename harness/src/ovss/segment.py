@@ -1,0 +1,119 @@
+"""``ovss segment``: segment images with any vocabulary through a method worker.
+
+For every input image ``DIR/<stem>.png`` (16-bit vocabulary indices, 65535 = no class),
+``DIR/<stem>.json`` (sidecar) and, with ``save_scores``, ``DIR/<stem>.npz`` are written by
+the worker; the harness adds its provenance to the sidecar and renders
+``DIR/overlays/<stem>.png``, a coloured overlay with a legend.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ovss.environments import get_method
+from ovss.errors import OvssError
+from ovss.provenance import provenance
+from ovss.render import overlay
+from ovss.worker import Worker, WorkerDied, WorkerFailure
+from ovss_common.images import ImageError, read_image
+from ovss_common.outputs import read_label_map, write_atomic, write_json
+
+
+@dataclass
+class SegmentSettings:
+    """Everything ``ovss segment`` is told."""
+
+    method: str
+    images: list[Path]
+    vocabulary: list[str]
+    out: Path
+    config: str | None = None
+    weights: str | None = None
+    save_scores: bool = False
+    stuff: list[str] | None = None
+    device: str | None = None
+    dtype: str = "fp32"
+    threads: int | None = None
+    pipeline: str = "eval"
+    options: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+def _check_stems(images: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for image in images:
+        if image.stem in seen:
+            raise OvssError(
+                f"{image} and {seen[image.stem]} share the stem {image.stem!r}; "
+                "their outputs would overwrite each other in one --out"
+            )
+        seen[image.stem] = image
+
+
+def render_overlay(image_path: Path, label_path: Path, sidecar: dict[str, Any], out: Path) -> Path:
+    """Write the overlay of one segmentation, decoding the image as the worker did."""
+    decoded = read_image(image_path, exif_transpose=sidecar["image"]["exif_transposed"])
+    picture = overlay(decoded.rgb, read_label_map(label_path), sidecar["effective_vocabulary"])
+    return write_atomic(out, lambda file: Image.fromarray(picture).save(file, format="PNG"))
+
+
+def run_segment(settings: SegmentSettings) -> list[dict[str, Any]]:
+    """Segment every image; returns one reply per image that succeeded.
+
+    Raises:
+        OvssError: after processing all images, if any of them failed.
+    """
+    _check_stems(settings.images)
+    package = get_method(settings.method)
+    load = {
+        "config": settings.config,
+        "weights": settings.weights,
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "threads": settings.threads,
+        "pipeline": settings.pipeline,
+        "options": settings.options,
+    }
+    settings.out.mkdir(parents=True, exist_ok=True)
+    results, failed = [], []
+    with Worker(package, load, timeout=settings.timeout) as worker:
+        record = provenance(package, worker.load_info, settings.vocabulary, protocol="segment")
+        for image in settings.images:
+            try:
+                reply = worker.request(
+                    "segment",
+                    image=str(image),
+                    vocabulary=settings.vocabulary,
+                    output_prefix=str(settings.out / image.stem),
+                    save_scores=settings.save_scores,
+                    stuff=settings.stuff,
+                )
+                sidecar_path = Path(reply["sidecar"])
+                sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+                sidecar["harness"] = record
+                write_json(sidecar_path, sidecar)
+                reply["overlay"] = str(
+                    render_overlay(
+                        image,
+                        Path(reply["label_map"]),
+                        sidecar,
+                        settings.out / "overlays" / f"{image.stem}.png",
+                    )
+                )
+            except (WorkerFailure, WorkerDied, ImageError, OvssError) as error:
+                print(f"ovss: {image}: {error}", file=sys.stderr)
+                failed.append(str(image))
+                continue
+            results.append(reply)
+            print(f"ovss: {image} -> {reply['label_map']}", file=sys.stderr)
+    if failed:
+        raise OvssError(
+            f"{len(failed)} of {len(settings.images)} images failed: {', '.join(failed)}"
+        )
+    return results

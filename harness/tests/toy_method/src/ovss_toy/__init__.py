@@ -1,0 +1,1 @@
+"""A toy method that exercises the worker protocol without a model."""

@@ -1,0 +1,89 @@
+"""Toy worker: label = brightness bucket, one bucket per vocabulary name.
+
+Load options drive failures for the harness tests:
+
+- ``crash_on``: stems whose segmentation kills the process (always);
+- ``crash_once_on`` + ``state_dir``: stems that kill it the first time only;
+- ``unassigned_below``: brightness under which pixels get "no class" (65535).
+
+``weights`` (optional) must be a JSON file; its sha256 is reported like a checkpoint's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ovss_common.hashing import sha256_file
+from ovss_common.protocol import NO_CLASS, WorkerError
+from ovss_common.server import Method, Segmentation, run
+
+
+class Toy(Method):
+    name = "toy"
+    exif_transpose = True
+
+    def load(self, request):
+        self.options = dict(request.options)
+        weights_sha256 = None
+        if request.weights is not None:
+            path = Path(request.weights)
+            if not path.is_file():
+                raise WorkerError("bad_checkpoint", f"{path}: no such checkpoint", str(path))
+            try:
+                json.loads(path.read_text())
+            except ValueError:
+                raise WorkerError(
+                    "bad_checkpoint", f"{path}: not a toy checkpoint", str(path)
+                ) from None
+            weights_sha256 = sha256_file(path)
+        return {
+            "package_version": "0.0.1",
+            "config": request.config,
+            "config_sha256": None,
+            "weights": request.weights,
+            "weights_sha256": weights_sha256,
+            "device": request.device or "cpu",
+            "dtype": request.dtype,
+            "threads": request.threads,
+        }
+
+    def _maybe_crash(self, stem: str) -> None:
+        if stem in self.options.get("crash_on", []):
+            print(f"toy: crashing on {stem}", file=sys.stderr, flush=True)
+            os._exit(3)
+        if stem in self.options.get("crash_once_on", []):
+            marker = Path(self.options["state_dir"]) / f"crashed-{stem}"
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                print(f"toy: crashing once on {stem}", file=sys.stderr, flush=True)
+                os._exit(3)
+
+    def segment(self, image, request):
+        stem = image.path.stem
+        self._maybe_crash(stem)
+        start = time.perf_counter()
+        brightness = image.rgb.astype(np.int64).mean(axis=2)
+        count = len(request.vocabulary)
+        labels = np.minimum((brightness * count) // 256, count - 1).astype(np.int64)
+        threshold = self.options.get("unassigned_below")
+        if threshold is not None:
+            labels[brightness < threshold] = NO_CLASS
+        scores = np.stack([(labels == c).astype(np.float32) for c in range(count)])
+        print(f"toy: segmented {stem}", file=sys.stderr, flush=True)
+        return Segmentation(
+            label_map=labels,
+            vocabulary=list(request.vocabulary),
+            scores=scores,
+            timings={"model": time.perf_counter() - start},
+        )
+
+
+if __name__ == "__main__":
+    run(Toy())

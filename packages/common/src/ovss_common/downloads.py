@@ -1,0 +1,101 @@
+"""Downloads with a pinned SHA-256, a cache and an offline mode.
+
+Files from the Python package registry (the labelme sdist behind mini-voc, the detectron2
+sdist) are found through the registry's JSON simple index (PEP 691) with urllib. The index
+is the one the ordinary clients use: ``$UV_DEFAULT_INDEX``, ``$UV_INDEX_URL`` or
+``$PIP_INDEX_URL`` when set, else the public default. With ``OVSS_OFFLINE=1`` nothing is
+downloaded: a file must already be in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from ovss_common.hashing import cache_dir
+from ovss_common.outputs import write_atomic
+
+_PUBLIC_INDEX = "https://pypi.org/simple"
+_JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
+_TIMEOUT = 120
+
+
+class DownloadError(Exception):
+    """A file that cannot be had: offline, not listed, network failure or checksum mismatch."""
+
+
+def offline() -> bool:
+    return os.environ.get("OVSS_OFFLINE", "") not in ("", "0")
+
+
+def index_url() -> str:
+    for variable in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"):
+        if os.environ.get(variable):
+            return os.environ[variable].rstrip("/")
+    return _PUBLIC_INDEX
+
+
+def download(url: str, destination: Path, sha256: str) -> Path:
+    """Download ``url`` to ``destination`` (atomically) and check its SHA-256."""
+    if offline():
+        raise DownloadError(f"{destination.name} is not cached and OVSS_OFFLINE is set")
+    digest = hashlib.sha256()
+
+    def write(file) -> None:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                file.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise DownloadError(
+                f"{destination.name}: sha256 {digest.hexdigest()} does not match the pinned {sha256}"
+            )
+
+    try:
+        return write_atomic(destination, write)
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(f"cannot download {destination.name}: {exc}") from None
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    if not path.is_file():
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest() == sha256
+
+
+def registry_file(project: str, filename: str, sha256: str) -> Path:
+    """A release file of a registry project, verified against ``sha256`` and cached.
+
+    Returns the cached path (``<cache dir>/downloads/<filename>``).
+    """
+    destination = cache_dir() / "downloads" / filename
+    if _verified(destination, sha256):
+        return destination
+    if offline():
+        raise DownloadError(f"{filename} is not cached and OVSS_OFFLINE is set")
+    page = f"{index_url()}/{project}/"
+    request = urllib.request.Request(page, headers={"Accept": _JSON_SIMPLE})
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
+            listing = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DownloadError(f"cannot read the package index page of {project}: {exc}") from None
+    for entry in listing.get("files", []):
+        if entry.get("filename") == filename:
+            listed = entry.get("hashes", {}).get("sha256")
+            if listed and listed != sha256:
+                raise DownloadError(
+                    f"{filename}: the index lists sha256 {listed}, pinned is {sha256}"
+                )
+            url = urllib.parse.urljoin(page, entry["url"])
+            return download(url, destination, sha256)
+    raise DownloadError(f"{filename} is not listed on the package index page of {project}")
