@@ -117,6 +117,12 @@ def get_method(name: str) -> MethodPackage:
 
 
 def uv_executable() -> str:
+    """``$OVSS_UV``, else the uv pinned in the harness environment, else uv on PATH."""
+    if os.environ.get("OVSS_UV"):
+        return os.environ["OVSS_UV"]
+    pinned = Path(sys.executable).parent / "uv"
+    if pinned.is_file():
+        return str(pinned)
     found = shutil.which("uv")
     if found is None:
         raise OvssError("uv is not on PATH; install it (python3 -m pip install uv) and retry")

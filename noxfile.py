@@ -1,0 +1,131 @@
+"""The front door of OVSS.
+
+    nox -s setup             build every environment and mini-voc, list the methods
+    nox -s tests             every project's tests, each in its own environment
+    nox -s lint              ruff check + format check
+    nox -s env-<method>      build or sync one method environment from its lock
+    nox -s eval-<method> -- --dataset mini-voc [ovss eval options]
+    nox -s ovss -- <any ovss command>
+
+No session uses a nox virtualenv: every project (harness/, packages/*) is a uv project
+with its own uv.lock, synced into its own ``.venv`` with ``uv sync --locked``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+HARNESS = ROOT / "harness"
+COMMON = ROOT / "packages" / "common"
+METHODS = ("san", "ovseg", "car")
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "none"
+
+QUIET_ENV = {
+    "UV_PYTHON_DOWNLOADS": "never",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def _uv() -> list[str]:
+    found = shutil.which("uv")
+    return [found] if found else [sys.executable, "-m", "uv"]
+
+
+def _sync(session: nox.Session, project: Path) -> Path:
+    """``uv sync --locked`` one project; returns the Python of its environment."""
+    if not (project / "uv.lock").is_file():
+        session.error(f"{project.relative_to(ROOT)} has no uv.lock")
+    env = {**QUIET_ENV, "VIRTUAL_ENV": None, "UV_PROJECT_ENVIRONMENT": None}
+    session.run(*_uv(), "sync", "--locked", "--project", str(project), external=True, env=env)
+    return project / ".venv" / "bin" / "python"
+
+
+def _method_projects() -> list[Path]:
+    return [
+        ROOT / "packages" / m
+        for m in METHODS
+        if (ROOT / "packages" / m / "pyproject.toml").is_file()
+    ]
+
+
+def _ovss(session: nox.Session, *args: str) -> None:
+    python = _sync(session, HARNESS)
+    session.run(str(python), "-m", "ovss.cli", *args, external=True, env=QUIET_ENV)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the tests of common, the harness and every method package, each in its own env."""
+    env = {**QUIET_ENV, "HF_HUB_OFFLINE": "1", "OVSS_OFFLINE": os.environ.get("OVSS_OFFLINE", "")}
+    for project in [COMMON, HARNESS, *_method_projects()]:
+        python = _sync(session, project)
+        session.run(
+            str(python),
+            "-m",
+            "pytest",
+            str(project / "tests"),
+            *session.posargs,
+            external=True,
+            env=env,
+        )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    ruff = str(_sync(session, HARNESS).parent / "ruff")
+    session.run(ruff, "check", str(ROOT), external=True)
+    session.run(ruff, "format", "--check", str(ROOT), external=True)
+
+
+@nox.session
+def setup(session: nox.Session) -> None:
+    """Build the harness and every method environment, build mini-voc, list the methods."""
+    _sync(session, HARNESS)
+    for project in _method_projects():
+        _sync(session, project)
+    _ovss(session, "datasets", "build", "mini-voc")
+    _ovss(session, "methods")
+
+
+@nox.session
+def ovss(session: nox.Session) -> None:
+    """Any ovss command: nox -s ovss -- segment --method san --image a.jpg --classes cat --out out"""
+    _ovss(session, *session.posargs)
+
+
+def _env_session(method: str):
+    def build(session: nox.Session) -> None:
+        project = ROOT / "packages" / method
+        if not (project / "pyproject.toml").is_file():
+            session.error(f"packages/{method} is not in this checkout yet")
+        _sync(session, project)
+
+    build.__doc__ = (
+        f"Build or sync the {method} environment (packages/{method}/.venv) from its lock."
+    )
+    return build
+
+
+def _eval_session(method: str):
+    def evaluate(session: nox.Session) -> None:
+        args = session.posargs or ["--dataset", "mini-voc"]
+        _ovss(session, "eval", "--method", method, *args)
+
+    evaluate.__doc__ = f"ovss eval --method {method} (default: --dataset mini-voc)."
+    return evaluate
+
+
+for _method in METHODS:
+    nox.session(name=f"env-{_method}")(_env_session(_method))
+    nox.session(name=f"eval-{_method}")(_eval_session(_method))
