@@ -9,11 +9,13 @@ from ovss.cli import main
 from ovss.datasets.mini_voc import STEMS
 from ovss.errors import OvssError
 from ovss.runner import EvalSettings, run_eval
+from ovss.worker import ModelSettings
 from ovss_common.outputs import read_label_map
 
 
-def _eval(out, **extra):
-    return run_eval(EvalSettings(method="toy", dataset="mini-voc", out=out, **extra))
+def _eval(out, options=None, **extra):
+    model = ModelSettings(method="toy", options=options or {})
+    return run_eval(EvalSettings(model=model, dataset="mini-voc", out=out, **extra))
 
 
 def test_eval_writes_predictions_confusions_and_metrics(toy_package, tmp_path):

@@ -19,7 +19,8 @@ from ovss.evaluator import evaluate_folders
 from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
 from ovss.runner import EvalSettings, run_eval
 from ovss.segment import SegmentSettings, run_segment
-from ovss.vocabulary import read_classes_file, resolve_vocabulary
+from ovss.vocabulary import clean_vocabulary, read_classes_file, resolve_vocabulary
+from ovss.worker import ModelSettings
 from ovss_common.downloads import DownloadError
 from ovss_common.outputs import write_json
 
@@ -127,17 +128,11 @@ def _methods() -> int:
     return 0
 
 
-def _segment(args: argparse.Namespace) -> int:
-    vocabulary = resolve_vocabulary(args.method, args.classes, args.classes_file, args.classes_from)
-    settings = SegmentSettings(
+def _model_settings(args: argparse.Namespace) -> ModelSettings:
+    return ModelSettings(
         method=args.method,
-        images=args.image,
-        vocabulary=vocabulary,
-        out=args.out,
         config=args.config,
         weights=args.weights,
-        save_scores=args.save_scores,
-        stuff=args.stuff,
         device=args.device,
         dtype=args.dtype,
         threads=args.threads,
@@ -145,28 +140,34 @@ def _segment(args: argparse.Namespace) -> int:
         options=dict(args.option),
         timeout=args.timeout,
     )
-    run_segment(settings)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    vocabulary = resolve_vocabulary(args.method, args.classes, args.classes_file, args.classes_from)
+    stuff = clean_vocabulary(args.stuff, "--stuff") if args.stuff else None
+    run_segment(
+        SegmentSettings(
+            model=_model_settings(args),
+            images=args.image,
+            vocabulary=vocabulary,
+            out=args.out,
+            save_scores=args.save_scores,
+            stuff=stuff,
+        )
+    )
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / args.dataset / args.method
     settings = EvalSettings(
-        method=args.method,
+        model=_model_settings(args),
         dataset=args.dataset,
         out=out,
-        config=args.config,
-        weights=args.weights,
         limit=args.limit,
-        device=args.device,
-        dtype=args.dtype,
-        threads=args.threads,
-        pipeline=args.pipeline,
         definition=args.definition,
         label_space=args.label_space,
-        options=dict(args.option),
         restart=args.restart,
-        timeout=args.timeout,
     )
     metrics = run_eval(settings)
     miou = "n/a" if metrics["mIoU"] is None else f"{metrics['mIoU']:.2f}"

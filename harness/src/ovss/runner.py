@@ -20,7 +20,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,40 +32,21 @@ from ovss.errors import OvssError
 from ovss.evaluator import SemSegEvaluator, load_confusion, save_confusion
 from ovss.metrics import NO_CLASS, image_confusion
 from ovss.provenance import provenance, vocabulary_sha256
-from ovss.worker import Worker, WorkerDied, WorkerFailure
+from ovss.worker import ModelSettings, Worker, WorkerDied, WorkerFailure
 from ovss_common.outputs import LabelMapError, read_label_map, write_json, write_label_map
 
 
 @dataclass
 class EvalSettings:
-    """Everything ``ovss eval`` is told."""
+    """Everything ``ovss eval`` is told besides the model."""
 
-    method: str
+    model: ModelSettings
     dataset: str
     out: Path
-    config: str | None = None
-    weights: str | None = None
     limit: int | None = None
-    device: str | None = None
-    dtype: str = "fp32"
-    threads: int | None = None
-    pipeline: str = "eval"
     definition: str = "d2-v0.6"
     label_space: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
     restart: bool = False
-    timeout: float | None = None
-
-    def load_request(self) -> dict[str, Any]:
-        return {
-            "config": self.config,
-            "weights": self.weights,
-            "device": self.device,
-            "dtype": self.dtype,
-            "threads": self.threads,
-            "pipeline": self.pipeline,
-            "options": self.options,
-        }
 
 
 @dataclass
@@ -82,7 +63,7 @@ class EvalPlan:
 
 
 def plan_eval(settings: EvalSettings) -> EvalPlan:
-    package = get_method(settings.method)
+    package = get_method(settings.model.method)
     dataset = get_dataset(settings.dataset)
     if dataset.name == "mini-voc":
         build_mini_voc(dataset.root_path())
@@ -109,9 +90,9 @@ def cache_key(settings: EvalSettings, plan: EvalPlan, load_info: dict[str, Any])
         "dataset": plan.dataset.name,
         "label_space": plan.space.name,
         "vocabulary_sha256": vocabulary_sha256(plan.vocabulary),
-        "pipeline": settings.pipeline,
-        "dtype": settings.dtype,
-        "options": settings.options,
+        "pipeline": settings.model.pipeline,
+        "dtype": settings.model.dtype,
+        "options": settings.model.options,
     }
 
 
@@ -209,9 +190,8 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     plan = plan_eval(settings)
     settings.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with Worker(
-        plan.package, settings.load_request(), settings.out / "worker.log", settings.timeout
-    ) as worker:
+    log = settings.out / "worker.log"
+    with Worker(plan.package, settings.model.load_request(), log, settings.model.timeout) as worker:
         key = cache_key(settings, plan, worker.load_info)
         _claim_folder(settings.out, key, settings.restart)
         (settings.out / "failures.jsonl").unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +20,21 @@ from ovss.environments import get_method
 from ovss.errors import OvssError
 from ovss.provenance import provenance
 from ovss.render import overlay
-from ovss.worker import Worker, WorkerDied, WorkerFailure
+from ovss.worker import ModelSettings, Worker, WorkerDied, WorkerFailure
 from ovss_common.images import ImageError, read_image
 from ovss_common.outputs import read_label_map, write_atomic, write_json
 
 
 @dataclass
 class SegmentSettings:
-    """Everything ``ovss segment`` is told."""
+    """Everything ``ovss segment`` is told besides the model."""
 
-    method: str
+    model: ModelSettings
     images: list[Path]
     vocabulary: list[str]
     out: Path
-    config: str | None = None
-    weights: str | None = None
     save_scores: bool = False
     stuff: list[str] | None = None
-    device: str | None = None
-    dtype: str = "fp32"
-    threads: int | None = None
-    pipeline: str = "eval"
-    options: dict[str, Any] = field(default_factory=dict)
-    timeout: float | None = None
 
 
 def _check_stems(images: list[Path]) -> None:
@@ -70,19 +62,10 @@ def run_segment(settings: SegmentSettings) -> list[dict[str, Any]]:
         OvssError: after processing all images, if any of them failed.
     """
     _check_stems(settings.images)
-    package = get_method(settings.method)
-    load = {
-        "config": settings.config,
-        "weights": settings.weights,
-        "device": settings.device,
-        "dtype": settings.dtype,
-        "threads": settings.threads,
-        "pipeline": settings.pipeline,
-        "options": settings.options,
-    }
+    package = get_method(settings.model.method)
     settings.out.mkdir(parents=True, exist_ok=True)
     results, failed = [], []
-    with Worker(package, load, timeout=settings.timeout) as worker:
+    with Worker(package, settings.model.load_request(), timeout=settings.model.timeout) as worker:
         record = provenance(package, worker.load_info, settings.vocabulary, protocol="segment")
         for image in settings.images:
             try:

@@ -17,6 +17,7 @@ import queue
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,32 @@ from ovss.errors import OvssError
 from ovss_common import protocol
 
 _EOF = object()
+
+
+@dataclass
+class ModelSettings:
+    """How to build a method's model: the fields of the ``load`` request, plus a reply timeout."""
+
+    method: str
+    config: str | None = None
+    weights: str | None = None
+    device: str | None = None
+    dtype: str = "fp32"
+    threads: int | None = None
+    pipeline: str = "eval"
+    options: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+
+    def load_request(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "weights": self.weights,
+            "device": self.device,
+            "dtype": self.dtype,
+            "threads": self.threads,
+            "pipeline": self.pipeline,
+            "options": self.options,
+        }
 
 
 class WorkerFailure(OvssError):

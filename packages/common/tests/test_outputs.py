@@ -47,3 +47,11 @@ def test_sha256_cache_follows_file_changes(tmp_path, monkeypatch):
     path.write_bytes(b"abcd")
     assert sha256_file(path) != first
     assert sha256_files([path]) == sha256_files([str(path)])
+
+
+def test_sixteen_bit_tiff_ground_truth(tmp_path):
+    from PIL import Image
+
+    labels = np.array([[0, 846], [65535, 458]], np.uint16)
+    Image.fromarray(labels).save(tmp_path / "gt.tif")
+    assert read_label_map(tmp_path / "gt.tif").tolist() == labels.tolist()
