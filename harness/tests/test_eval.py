@@ -11,10 +11,11 @@ from ovss.errors import OvssError
 from ovss.runner import EvalSettings, run_eval
 from ovss.worker import ModelSettings
 from ovss_common.outputs import read_label_map
+from ovss_common.protocol import LoadRequest
 
 
 def _eval(out, options=None, **extra):
-    model = ModelSettings(method="toy", options=options or {})
+    model = ModelSettings(method="toy", load=LoadRequest(options=options or {}))
     return run_eval(EvalSettings(model=model, dataset="mini-voc", out=out, **extra))
 
 

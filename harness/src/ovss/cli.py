@@ -23,6 +23,7 @@ from ovss.vocabulary import clean_vocabulary, read_classes_file, resolve_vocabul
 from ovss.worker import ModelSettings
 from ovss_common.downloads import DownloadError
 from ovss_common.outputs import write_json
+from ovss_common.protocol import LoadRequest
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -129,8 +130,7 @@ def _methods() -> int:
 
 
 def _model_settings(args: argparse.Namespace) -> ModelSettings:
-    return ModelSettings(
-        method=args.method,
+    load = LoadRequest(
         config=args.config,
         weights=args.weights,
         device=args.device,
@@ -138,8 +138,8 @@ def _model_settings(args: argparse.Namespace) -> ModelSettings:
         threads=args.threads,
         pipeline=args.pipeline,
         options=dict(args.option),
-        timeout=args.timeout,
     )
+    return ModelSettings(method=args.method, load=load, timeout=args.timeout)
 
 
 def _segment(args: argparse.Namespace) -> int:

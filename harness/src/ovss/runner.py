@@ -90,9 +90,9 @@ def cache_key(settings: EvalSettings, plan: EvalPlan, load_info: dict[str, Any])
         "dataset": plan.dataset.name,
         "label_space": plan.space.name,
         "vocabulary_sha256": vocabulary_sha256(plan.vocabulary),
-        "pipeline": settings.model.pipeline,
-        "dtype": settings.model.dtype,
-        "options": settings.model.options,
+        "pipeline": settings.model.load.pipeline,
+        "dtype": settings.model.load.dtype,
+        "options": settings.model.load.options,
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import queue
 import subprocess
@@ -24,34 +25,21 @@ from typing import IO, Any
 from ovss.environments import MethodPackage, ensure_environment
 from ovss.errors import OvssError
 from ovss_common import protocol
+from ovss_common.protocol import LoadRequest
 
 _EOF = object()
 
 
 @dataclass
 class ModelSettings:
-    """How to build a method's model: the fields of the ``load`` request, plus a reply timeout."""
+    """Which method to run, the ``load`` request that builds its model, and a reply timeout."""
 
     method: str
-    config: str | None = None
-    weights: str | None = None
-    device: str | None = None
-    dtype: str = "fp32"
-    threads: int | None = None
-    pipeline: str = "eval"
-    options: dict[str, Any] = field(default_factory=dict)
+    load: LoadRequest = field(default_factory=LoadRequest)
     timeout: float | None = None
 
     def load_request(self) -> dict[str, Any]:
-        return {
-            "config": self.config,
-            "weights": self.weights,
-            "device": self.device,
-            "dtype": self.dtype,
-            "threads": self.threads,
-            "pipeline": self.pipeline,
-            "options": self.options,
-        }
+        return dataclasses.asdict(self.load)
 
 
 class WorkerFailure(OvssError):
