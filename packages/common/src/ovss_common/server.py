@@ -107,7 +107,6 @@ class Server:
     def __init__(self, method: Method) -> None:
         self.method = method
         self.load_info: dict[str, Any] | None = None
-        self.load_request: LoadRequest | None = None
 
     def handle(self, message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Answer one decoded message; returns ``(reply, stop)``."""
@@ -150,7 +149,7 @@ class Server:
         info["load_seconds"] = time.perf_counter() - start
         info["pipeline"] = request.pipeline
         info["protocol_version"] = PROTOCOL_VERSION
-        self.load_info, self.load_request = info, request
+        self.load_info = info
         return info
 
     def _require_loaded(self) -> dict[str, Any]:
