@@ -1,0 +1,1 @@
+"""SAN (Side Adapter Network) inference on current releases."""

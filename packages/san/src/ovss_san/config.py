@@ -1,0 +1,125 @@
+"""SAN configuration: detectron2's ``CfgNode`` with the original SAN keys and defaults.
+
+The keys are those of the original configs, so that their YAML files merge unchanged;
+``get_config`` resolves a config file and command-line style overrides into a frozen node.
+Training keys are declared (a config that sets them must merge) but only the inference
+keys are read by this package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detectron2.config import CfgNode, get_cfg
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def add_deeplab_keys(cfg: CfgNode) -> None:
+    """Keys of detectron2's DeepLab project, which the original SAN configs inherit."""
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "hard_pixel_mining"
+    cfg.MODEL.SEM_SEG_HEAD.PROJECT_FEATURES = ["res2"]
+    cfg.MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS = [48]
+    cfg.MODEL.SEM_SEG_HEAD.ASPP_CHANNELS = 256
+    cfg.MODEL.SEM_SEG_HEAD.ASPP_DILATIONS = [6, 12, 18]
+    cfg.MODEL.SEM_SEG_HEAD.ASPP_DROPOUT = 0.1
+    cfg.MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV = False
+    cfg.MODEL.RESNETS.RES4_DILATION = 1
+    cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 2, 4]
+    cfg.MODEL.RESNETS.STEM_TYPE = "deeplab"
+
+
+def add_san_keys(cfg: CfgNode) -> None:
+    """The ``MODEL.SAN`` / ``MODEL.SIDE_ADAPTER`` keys and the training keys SAN adds."""
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
+    cfg.INPUT.COLOR_AUG_SSD = False
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    cfg.SOLVER.WEIGHT_DECAY_EMBED_GROUP = [
+        "absolute_pos_embed",
+        "positional_embedding",
+        "pos_embed",
+        "query_embed",
+        "relative_position_bias_table",
+    ]
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    cfg.SOLVER.CLIP_MULTIPLIER = 1.0
+    cfg.SOLVER.TEST_IMS_PER_BATCH = 1
+
+    san = cfg.MODEL.SAN = CfgNode()
+    san.NO_OBJECT_WEIGHT = 0.1
+    san.CLASS_WEIGHT = 2.0
+    san.DICE_WEIGHT = 5.0
+    san.MASK_WEIGHT = 5.0
+    san.TRAIN_NUM_POINTS = 112 * 112
+    san.NUM_CLASSES = 171
+    san.OVERSAMPLE_RATIO = 3.0
+    san.IMPORTANCE_SAMPLE_RATIO = 0.75
+    san.CLIP_MODEL_NAME = "ViT-B/16"
+    san.CLIP_PRETRAINED_NAME = "openai"
+    san.CLIP_TEMPLATE_SET = "vild"
+    san.FEATURE_LAST_LAYER_IDX = 9
+    san.CLIP_FROZEN_EXCLUDE = ["positional_embedding"]
+    san.CLIP_DEEPER_FROZEN_EXCLUDE = []
+    san.REC_CROSS_ATTN = False
+    san.REC_DOWNSAMPLE_METHOD = "max"
+    san.SOS_TOKEN_FORMAT = "cls_token"
+    san.SIZE_DIVISIBILITY = 32
+    san.ASYMETRIC_INPUT = True
+    san.CLIP_RESOLUTION = 0.5
+    san.SEM_SEG_POSTPROCESS_BEFORE_INFERENCE = True
+
+    side = cfg.MODEL.SIDE_ADAPTER = CfgNode()
+    side.NAME = "RegionwiseSideAdapterNetwork"
+    side.VIT_NAME = "vit_w240n6d8_patch16"
+    side.PRETRAINED = False
+    side.IMAGE_SIZE = 640
+    side.DROP_PATH_RATE = 0.0
+    side.NUM_QUERIES = 100
+    side.FUSION_TYPE = "add"
+    side.FUSION_MAP = ["0->0", "3->1", "6->2", "9->3"]
+    side.DEEP_SUPERVISION_IDXS = [7, 8]
+    bias = side.ATTN_BIAS = CfgNode()
+    bias.NUM_HEADS = 12
+    bias.NUM_LAYERS = 1
+    bias.EMBED_CHANNELS = 256
+    bias.MLP_CHANNELS = 256
+    bias.MLP_NUM_LAYERS = 3
+    bias.RESCALE_ATTN_BIAS = True
+
+    cfg.WANDB = CfgNode()
+    cfg.WANDB.PROJECT = "san"
+    cfg.WANDB.NAME = None
+    cfg.MODEL.FLASH = False
+
+
+def default_config() -> CfgNode:
+    """detectron2's defaults plus the DeepLab and SAN keys (unfrozen)."""
+    cfg = get_cfg()
+    add_deeplab_keys(cfg)
+    add_san_keys(cfg)
+    return cfg
+
+
+def get_config(path: str | Path, overrides: list[str] | None = None) -> CfgNode:
+    """Load a SAN YAML config (``_BASE_`` chains allowed) plus ``KEY VALUE`` overrides.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        KeyError / ValueError: a key is unknown or a value has the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    cfg = default_config()
+    cfg.merge_from_file(str(path))
+    if overrides:
+        cfg.merge_from_list(list(overrides))
+    cfg.freeze()
+    return cfg
