@@ -40,26 +40,39 @@ def index_url() -> str:
     return _PUBLIC_INDEX
 
 
-def download(url: str, destination: Path, sha256: str) -> Path:
-    """Download ``url`` to ``destination`` (atomically) and check its SHA-256."""
+def download(
+    url: str, destination: Path, sha256: str | None, md5_prefix: str | None = None
+) -> str:
+    """Download ``url`` to ``destination`` atomically; returns the file's SHA-256.
+
+    ``sha256`` (when pinned) and ``md5_prefix`` (when the publisher gives one) are checked
+    before the file is moved into place: a mismatch leaves nothing behind.
+    """
     if offline():
         raise DownloadError(f"{destination.name} is not cached and OVSS_OFFLINE is set")
     digest = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False)
 
     def write(file) -> None:
         with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
+                md5.update(chunk)
                 file.write(chunk)
-        if digest.hexdigest() != sha256:
+        if sha256 is not None and digest.hexdigest() != sha256:
             raise DownloadError(
                 f"{destination.name}: sha256 {digest.hexdigest()} does not match the pinned {sha256}"
             )
+        if md5_prefix is not None and not md5.hexdigest().startswith(md5_prefix):
+            raise DownloadError(
+                f"{destination.name}: md5 {md5.hexdigest()} does not start with {md5_prefix}"
+            )
 
     try:
-        return write_atomic(destination, write)
+        write_atomic(destination, write)
     except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(f"cannot download {destination.name}: {exc}") from None
+        raise DownloadError(f"cannot download {destination.name} from {url}: {exc}") from None
+    return digest.hexdigest()
 
 
 def _verified(path: Path, sha256: str) -> bool:
@@ -97,5 +110,6 @@ def registry_file(project: str, filename: str, sha256: str) -> Path:
                     f"{filename}: the index lists sha256 {listed}, pinned is {sha256}"
                 )
             url = urllib.parse.urljoin(page, entry["url"])
-            return download(url, destination, sha256)
+            download(url, destination, sha256)
+            return destination
     raise DownloadError(f"{filename} is not listed on the package index page of {project}")

@@ -1,0 +1,127 @@
+"""The weights zoo: released checkpoints by name, downloaded once into the cache, verified.
+
+An entry names a file, where to get it, and what it must hash to. Where the publisher
+gives no checksum (SAN's files on Hugging Face, the OpenAI CLIP mirrors), the SHA-256 is
+recorded on first download (``<file>.sha256`` beside it) and every later use is verified
+against it; a pinned ``sha256`` or an ``md5_prefix`` (OVSeg's release notes) is checked
+before the file is moved into place. Files live in ``<cache dir>/weights/<method>/``.
+
+With ``OVSS_OFFLINE=1`` nothing is downloaded: a missing file is a one-line error naming
+the URL and the path to put it at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovss_common.downloads import DownloadError, download, offline
+from ovss_common.hashing import cache_dir, sha256_file
+from ovss_common.outputs import write_atomic
+
+
+class WeightsError(Exception):
+    """Weights that cannot be had or do not verify; the message is one line."""
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One released weights file.
+
+    Attributes:
+        name: the zoo name (``"san_vit_b_16"``).
+        method: the method it belongs to (cache sub-folder).
+        filename: the file name in the cache.
+        url: where it is published.
+        sha256: the pinned SHA-256, when known here.
+        md5_prefix: a prefix of the MD5 the publisher states, when any.
+        config: the method config file it goes with (method-specific, informative).
+    """
+
+    name: str
+    method: str
+    filename: str
+    url: str
+    sha256: str | None = None
+    md5_prefix: str | None = None
+    config: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return cache_dir() / "weights" / self.method / self.filename
+
+    @property
+    def recorded_sha256_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".sha256")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record(entry: WeightsEntry, digest: str) -> None:
+    line = f"{digest}  {entry.filename}\n".encode()
+    write_atomic(entry.recorded_sha256_path, lambda file: file.write(line))
+
+
+def expected_sha256(entry: WeightsEntry) -> str | None:
+    """The pinned SHA-256, else the one recorded at first download, else None."""
+    if entry.sha256 is not None:
+        return entry.sha256
+    if entry.recorded_sha256_path.is_file():
+        return entry.recorded_sha256_path.read_text().split()[0]
+    return None
+
+
+def verify(entry: WeightsEntry, path: Path | None = None) -> str:
+    """Check a cached (or user-placed) file; returns its SHA-256.
+
+    A file placed by hand with nothing recorded yet gets its digest recorded, as a download
+    would (after the MD5 prefix check, when the entry has one).
+    """
+    path = entry.path if path is None else path
+    actual = sha256_file(path)
+    expected = expected_sha256(entry)
+    if expected is None:
+        if entry.md5_prefix is not None and not _md5(path).startswith(entry.md5_prefix):
+            raise WeightsError(
+                f"{path}: md5 does not start with {entry.md5_prefix}: not the released "
+                f"{entry.name}; delete it and download again"
+            )
+        _record(entry, actual)
+        return actual
+    if actual != expected:
+        raise WeightsError(
+            f"{path}: sha256 {actual[:12]}... differs from the {'pinned' if entry.sha256 else 'recorded'} "
+            f"{expected[:12]}...: corrupt or replaced; delete it and download again"
+        )
+    return actual
+
+
+def fetch(entry: WeightsEntry) -> Path:
+    """The verified local path of ``entry``, downloading it on first use."""
+    path = entry.path
+    if path.is_file():
+        verify(entry)
+        return path
+    if offline():
+        raise WeightsError(
+            f"{entry.name}: {path} is missing and OVSS_OFFLINE is set; "
+            f"download {entry.url} and place it there"
+        )
+    print(f"ovss: downloading {entry.name} from {entry.url} to {path}", file=sys.stderr, flush=True)
+    try:
+        digest = download(entry.url, path, expected_sha256(entry), entry.md5_prefix)
+    except DownloadError as exc:
+        raise WeightsError(
+            f"{entry.name}: {exc}; or download {entry.url} yourself and place it at {path}"
+        ) from None
+    if expected_sha256(entry) is None:
+        _record(entry, digest)
+    return path

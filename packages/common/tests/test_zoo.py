@@ -1,0 +1,110 @@
+"""The weights zoo against a local HTTP server: first download, record, verify, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from ovss_common import zoo
+from ovss_common.zoo import WeightsEntry, WeightsError
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serves ``tmp_path/served`` on 127.0.0.1; yields (folder, base URL, request log)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            requests.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=folder))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("OVSS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("OVSS_OFFLINE", raising=False)
+    return tmp_path / "cache"
+
+
+def _entry(base: str, **fields) -> WeightsEntry:
+    return WeightsEntry(
+        name="toy_weights", method="toy", filename="toy.pth", url=f"{base}/toy.pth", **fields
+    )
+
+
+def test_first_download_records_the_sha256_and_later_uses_verify_it(server):
+    folder, base, requests = server
+    (folder / "toy.pth").write_bytes(b"weights v1")
+    entry = _entry(base)
+    path = zoo.fetch(entry)
+    assert path == entry.path and path.read_bytes() == b"weights v1"
+    recorded = entry.recorded_sha256_path.read_text().split()[0]
+    assert recorded == hashlib.sha256(b"weights v1").hexdigest()
+    assert zoo.fetch(entry) == path
+    assert len(requests) == 1, "a cached file is not downloaded again"
+    path.write_bytes(b"tampered!!")
+    with pytest.raises(WeightsError, match="differs from the recorded"):
+        zoo.fetch(entry)
+
+
+def test_pinned_sha256_mismatch_leaves_nothing_behind(server):
+    folder, base, _ = server
+    (folder / "toy.pth").write_bytes(b"something else")
+    entry = _entry(base, sha256="0" * 64)
+    with pytest.raises(WeightsError, match="does not match the pinned"):
+        zoo.fetch(entry)
+    assert not entry.path.exists()
+    assert list(entry.path.parent.iterdir()) == []
+
+
+def test_md5_prefix_is_checked(server):
+    folder, base, _ = server
+    (folder / "toy.pth").write_bytes(b"released")
+    good = hashlib.md5(b"released").hexdigest()[:8]
+    assert zoo.fetch(_entry(base, md5_prefix=good)).is_file()
+    other = WeightsEntry("x", "toy", "other.pth", f"{base}/toy.pth", md5_prefix="ffffffff")
+    with pytest.raises(WeightsError, match="md5"):
+        zoo.fetch(other)
+
+
+def test_offline_names_the_url_and_the_place(server, monkeypatch):
+    _, base, requests = server
+    monkeypatch.setenv("OVSS_OFFLINE", "1")
+    entry = _entry(base)
+    with pytest.raises(WeightsError) as info:
+        zoo.fetch(entry)
+    message = str(info.value)
+    assert entry.url in message and str(entry.path) in message and "\n" not in message
+    assert requests == []
+
+
+def test_a_file_placed_by_hand_is_used_offline(server, monkeypatch):
+    _, base, _ = server
+    monkeypatch.setenv("OVSS_OFFLINE", "1")
+    entry = _entry(base)
+    entry.path.parent.mkdir(parents=True)
+    entry.path.write_bytes(b"placed")
+    assert zoo.fetch(entry) == entry.path
+    assert entry.recorded_sha256_path.is_file()
+
+
+def test_missing_on_the_server_is_one_line(server):
+    _, base, _ = server
+    entry = _entry(base)
+    with pytest.raises(WeightsError, match="cannot download") as info:
+        zoo.fetch(entry)
+    assert "\n" not in str(info.value) and not entry.path.exists()
