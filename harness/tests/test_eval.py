@@ -95,5 +95,5 @@ def test_eval_cli_summary_and_exit_codes(toy_package, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("ovss: error:") and err.count("\n") == 1
-    assert main(["eval", "--method", "san", "--dataset", "mini-voc"]) == 2
-    assert "not in this checkout yet" in capsys.readouterr().err
+    assert main(["eval", "--method", "nosuchmethod", "--dataset", "mini-voc"]) == 2
+    assert "nosuchmethod" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Label spaces: the ids a ground truth is scored in, and each method's names for them.
 
-A label space reads one class file of ``classes/`` (``names[i]`` = class of dataset id ``i``,
+A label space reads one class list of ``ovss_common.class_lists`` (``names[i]`` = class of dataset id ``i``,
 ``methods[m][i]`` = the name method ``m`` uses for it, ``null`` where it has none) and may
 derive a view of it: ``voc-20`` is ``voc-21`` without background (ground-truth 0 becomes
 ignore, ids shift down by one), which is how SAN and OVSeg evaluate VOC.
@@ -21,15 +21,9 @@ from importlib import resources
 import numpy as np
 
 from ovss.errors import OvssError
+from ovss_common.class_lists import class_file
 
 NO_CLASS = 65535
-
-
-@functools.cache
-def class_file(name: str) -> dict:
-    """The parsed ``classes/<name>.json``."""
-    text = resources.files("ovss.datasets").joinpath("classes", f"{name}.json").read_text("utf-8")
-    return json.loads(text)
 
 
 @dataclass(frozen=True)

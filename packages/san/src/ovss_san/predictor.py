@@ -26,6 +26,8 @@ from ovss_san.san import SAN, SanOutputs
 PIPELINES = ("eval", "demo")
 #: The demo's fixed short side.
 DEMO_SHORT_SIDE = 640
+#: Classes whose scores are combined at once (bounds memory for large vocabularies).
+CLASS_CHUNK = 64
 #: The name of the class that collects expansion classes on the demo path.
 OTHER = "other"
 
@@ -35,7 +37,9 @@ class Prediction:
     """The result for one image.
 
     Attributes:
-        scores: ``[C, H0, W0]`` float32 per-class scores at the input size; C = len(vocabulary).
+        label_map: ``[H0, W0]`` int64 argmax over the effective vocabulary.
+        scores: ``[C, H0, W0]`` float32 per-class scores at the input size (C = len(vocabulary)),
+            or None when not kept.
         vocabulary: the effective vocabulary: the names as given, then ``"other"`` when the
             demo expansion is on.
         resized: ``[Hr, Wr, 3]`` the resized uint8 image the network saw.
@@ -43,16 +47,12 @@ class Prediction:
         timings: seconds spent in ``preprocess``, ``model`` and ``postprocess``.
     """
 
-    scores: torch.Tensor
+    label_map: np.ndarray
+    scores: torch.Tensor | None
     vocabulary: list[str]
     resized: np.ndarray
     outputs: SanOutputs
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def label_map(self) -> np.ndarray:
-        """``[H0, W0]`` int64 argmax over the effective vocabulary."""
-        return self.scores.argmax(dim=0).cpu().numpy().astype(np.int64)
 
 
 def demo_resize(rgb: np.ndarray, short_side: int = DEMO_SHORT_SIDE) -> np.ndarray:
@@ -105,11 +105,14 @@ class SanPredictor:
         vocabulary: list[str],
         pipeline: str = "eval",
         extra_names: list[str] | None = None,
+        keep_scores: bool = True,
     ) -> Prediction:
         """Segment ``rgb`` (``[H, W, 3]`` uint8) with ``vocabulary``.
 
         ``extra_names`` (demo expansion) are scored with the vocabulary; a pixel won by one
-        of them goes to a final ``"other"`` class whose score is their maximum.
+        of them goes to a final ``"other"`` class whose score is their maximum. Scores are
+        combined ``CLASS_CHUNK`` classes at a time, so that ``keep_scores=False`` never holds
+        ``[C, H, W]`` for large vocabularies.
         """
         start = time.perf_counter()
         resized = self.resize(rgb, pipeline)
@@ -120,16 +123,33 @@ class SanPredictor:
         loaded = time.perf_counter()
         outputs = self.model.run(images, names)
         ran = time.perf_counter()
-        scores = self.model.postprocess(outputs, [rgb.shape[:2]])[0]
+        count = len(vocabulary)
+        best = labels = other = None
+        kept = []
+        for first, chunk in self.model.iter_scores(outputs, 0, rgb.shape[:2], CLASS_CHUNK):
+            value, index = chunk.max(dim=0)
+            if best is None:
+                best, labels = value, index + first
+            else:
+                better = value > best
+                best = torch.where(better, value, best)
+                labels = torch.where(better, index + first, labels)
+            if keep_scores:
+                kept.append(chunk[: max(0, count - first)])
+                if first + chunk.shape[0] > count:
+                    extra = chunk[max(0, count - first) :].amax(dim=0, keepdim=True)
+                    other = extra if other is None else torch.maximum(other, extra)
         effective = list(vocabulary)
         if extra_names:
-            count = len(vocabulary)
-            other = scores[count:].amax(dim=0, keepdim=True)
-            scores = torch.cat([scores[:count], other])
+            labels = labels.clamp(max=count)
             effective.append(OTHER)
+        scores = None
+        if keep_scores:
+            scores = torch.cat(kept + ([other] if other is not None else [])).cpu()
         done = time.perf_counter()
         return Prediction(
-            scores=scores.float().cpu(),
+            label_map=labels.cpu().numpy().astype(np.int64),
+            scores=scores,
             vocabulary=effective,
             resized=resized,
             outputs=outputs,

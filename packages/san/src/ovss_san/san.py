@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,32 +193,48 @@ class SAN(nn.Module):
             mask_logits=mask_logits,
         )
 
-    @staticmethod
-    def semantic_inference(mask_logits: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
-        """``[Q, C + 1]`` logits and ``[Q, H, W]`` mask probabilities -> ``[C, H, W]`` scores
-        (softmax over classes incl. background, background dropped, summed over masks)."""
-        class_probs = F.softmax(mask_logits, dim=-1)[:, :-1]
-        return torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+    def iter_scores(
+        self,
+        outputs: SanOutputs,
+        index: int,
+        output_size: tuple[int, int],
+        chunk: int | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Image ``index``'s float32 scores at ``output_size``, ``chunk`` classes at a time:
+        yields ``(first class, [c, H0, W0])``.
+
+        Masks are upsampled to the padded size, then (as configured, before or after the
+        class combination) cropped to the resized size and resized to ``output_size``.
+        """
+        padded = outputs.images.tensor.shape[-2:]
+        resized = outputs.images.image_sizes[index]
+        masks = F.interpolate(
+            outputs.mask_preds[index : index + 1].float(),
+            size=padded,
+            mode="bilinear",
+            align_corners=False,
+        )[0]
+        logits = outputs.mask_logits[index].float()
+        if self.sem_seg_postprocess_before_inference:
+            masks = sem_seg_postprocess(masks, resized, *output_size)
+        masks = masks.sigmoid()
+        classes = logits.shape[1] - 1
+        step = chunk or classes
+        class_probs = F.softmax(logits, dim=-1)[:, :-1]
+        for first in range(0, classes, step):
+            scores = torch.einsum("qc,qhw->chw", class_probs[:, first : first + step], masks)
+            if not self.sem_seg_postprocess_before_inference:
+                scores = sem_seg_postprocess(scores, resized, *output_size)
+            yield first, scores
 
     def postprocess(
         self, outputs: SanOutputs, output_sizes: list[tuple[int, int]]
     ) -> list[torch.Tensor]:
         """Per-image ``[C, H0, W0]`` float32 scores at the requested (original) sizes."""
-        padded = outputs.images.tensor.shape[-2:]
-        mask_preds = F.interpolate(
-            outputs.mask_preds.float(), size=padded, mode="bilinear", align_corners=False
-        )
-        results = []
-        for logits, masks, resized, size in zip(
-            outputs.mask_logits.float(), mask_preds, outputs.images.image_sizes, output_sizes
-        ):
-            if self.sem_seg_postprocess_before_inference:
-                masks = sem_seg_postprocess(masks, resized, *size)
-                results.append(self.semantic_inference(logits, masks.sigmoid()))
-            else:
-                scores = self.semantic_inference(logits, masks.sigmoid())
-                results.append(sem_seg_postprocess(scores, resized, *size))
-        return results
+        return [
+            next(self.iter_scores(outputs, index, size))[1]
+            for index, size in enumerate(output_sizes)
+        ]
 
     @torch.no_grad()
     def forward(self, batched_inputs: list[dict]) -> list[dict[str, torch.Tensor]]:
