@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CHECKPOINT, CONFIG
+
 from ovss_san.build import MODEL_CONFIGS, build_san, load_san
 from ovss_san.checkpoint import TRAINING_ONLY_KEYS, CheckpointError, load_checkpoint
 from ovss_san.config import get_config
@@ -71,7 +71,7 @@ def test_checkpoint_of_another_method(tmp_path):
 def test_missing_and_mismatched_keys(tmp_path):
     state = torch.load(CHECKPOINT, weights_only=True)["model"]
     del state["side_adapter_network.query_embed"]
-    with pytest.raises(CheckpointError, match="1 missing keys .*query_embed"):
+    with pytest.raises(CheckpointError, match=r"1 missing keys .*query_embed"):
         load_san(CONFIG, _write(tmp_path / "missing.pth", {"model": state}))
     state = torch.load(CHECKPOINT, weights_only=True)["model"]
     state["side_adapter_network.query_embed"] = torch.zeros(1, 5, 48)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import CASES
+
 from ovss_san.predictor import SanPredictor
 
 #: array -> (atol, rtol)
@@ -49,7 +49,10 @@ def test_preprocessing_matches(case_run):
     assert list(outputs.images.image_sizes[0]) == case["resized_hw"].tolist()
     assert list(outputs.images.tensor.shape) == case["input_tensor_shape"].tolist()
     assert list(outputs.clip_input.shape) == case["clip_input_shape"].tolist()
-    for tensor, key in ((outputs.images.tensor, "input_tensor_channel_sum"), (outputs.clip_input, "clip_input_channel_sum")):
+    for tensor, key in (
+        (outputs.images.tensor, "input_tensor_channel_sum"),
+        (outputs.clip_input, "clip_input_channel_sum"),
+    ):
         sums = tensor.double().sum(dim=(0, 2, 3)).numpy()
         np.testing.assert_allclose(sums, case[key], rtol=1e-6)
 

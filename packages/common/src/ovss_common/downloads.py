@@ -40,9 +40,7 @@ def index_url() -> str:
     return _PUBLIC_INDEX
 
 
-def download(
-    url: str, destination: Path, sha256: str | None, md5_prefix: str | None = None
-) -> str:
+def download(url: str, destination: Path, sha256: str | None, md5_prefix: str | None = None) -> str:
     """Download ``url`` to ``destination`` atomically; returns the file's SHA-256.
 
     ``sha256`` (when pinned) and ``md5_prefix`` (when the publisher gives one) are checked

@@ -52,7 +52,9 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
-        what = "not a SAN checkpoint" if len(missing) == len(expected) else "does not match the config"
+        what = (
+            "not a SAN checkpoint" if len(missing) == len(expected) else "does not match the config"
+        )
         details = []
         if missing:
             details.append(f"{len(missing)} missing keys (first: {missing[0]})")

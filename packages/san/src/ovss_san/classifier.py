@@ -105,7 +105,7 @@ class OpenVocabClassifier(nn.Module):
         """``[C + 1, D]`` normalised class weights: the vocabulary's classes, then background."""
         missing = [name for name in dict.fromkeys(vocabulary) if name not in self._cache]
         if missing:
-            self._cache.update(zip(missing, self.encode_names(missing)))
+            self._cache.update(zip(missing, self.encode_names(missing), strict=True))
         weights = torch.stack([self._cache[name] for name in vocabulary])
         weights = torch.cat([weights, self.bg_embed.to(weights.dtype)])
         return F.normalize(weights, dim=-1)

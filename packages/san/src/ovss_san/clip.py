@@ -36,7 +36,9 @@ def resolve_clip_config(name: str, config_dir: Path | None = None) -> dict[str, 
                 try:
                     return json.loads(path.read_text())
                 except ValueError as exc:
-                    raise ClipArchitectureError(f"{path}: not a JSON model config ({exc})") from None
+                    raise ClipArchitectureError(
+                        f"{path}: not a JSON model config ({exc})"
+                    ) from None
     config = open_clip.get_model_config(open_clip_name(name))
     if config is None:
         where = f" nor in {config_dir}" if config_dir is not None else ""

@@ -142,7 +142,9 @@ class RecognitionHead(nn.Module):
         heads = self.num_heads
         if bias_heads not in (1, heads):
             raise ValueError(f"attention bias has {bias_heads} heads, CLIP has {heads}")
-        bias = downsample_bias(attn_bias.reshape(b, bias_heads * q, hs, ws), grid, self.downsample_method)
+        bias = downsample_bias(
+            attn_bias.reshape(b, bias_heads * q, hs, ws), grid, self.downsample_method
+        )
         bias = bias.reshape(b, bias_heads, q, -1).expand(b, heads, q, -1).reshape(b * heads, q, -1)
         patches = bias.shape[-1]
         size = q + 1 + patches

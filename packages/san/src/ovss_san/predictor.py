@@ -71,7 +71,9 @@ def expansion_names(
         return []
     pool = {"COCO-all": coco_names, "COCO-stuff": coco_stuff}.get(expansion)
     if pool is None:
-        raise ValueError(f"vocabulary expansion {expansion!r} is not one of none, COCO-all, COCO-stuff")
+        raise ValueError(
+            f"vocabulary expansion {expansion!r} is not one of none, COCO-all, COCO-stuff"
+        )
     present = set(vocabulary)
     return [name for name in pool if name not in present]
 
@@ -153,5 +155,9 @@ class SanPredictor:
             vocabulary=effective,
             resized=resized,
             outputs=outputs,
-            timings={"preprocess": loaded - start, "model": ran - loaded, "postprocess": done - ran},
+            timings={
+                "preprocess": loaded - start,
+                "model": ran - loaded,
+                "postprocess": done - ran,
+            },
         )

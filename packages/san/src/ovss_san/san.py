@@ -110,9 +110,7 @@ class SAN(nn.Module):
                 f"a CLIP with {depth} blocks"
             )
         extractor = ClipFeatureExtractor(clip.visual, last, keep={*fusion_map.values(), last})
-        rec_head = RecognitionHead(
-            clip.visual, last, side.NUM_QUERIES, san.REC_DOWNSAMPLE_METHOD
-        )
+        rec_head = RecognitionHead(clip.visual, last, side.NUM_QUERIES, san.REC_DOWNSAMPLE_METHOD)
         vit = build_side_vit(side.VIT_NAME, side.IMAGE_SIZE, side.DROP_PATH_RATE)
         if side.ATTN_BIAS.NUM_HEADS not in (1, rec_head.num_heads):
             raise ValueError(
@@ -129,10 +127,7 @@ class SAN(nn.Module):
             rescale_attn_bias=side.ATTN_BIAS.RESCALE_ATTN_BIAS,
         )
         fusion_layers = nn.ModuleDict(
-            {
-                f"layer_{block}": AddFusion(extractor.width, vit.embed_dim)
-                for block in fusion_map
-            }
+            {f"layer_{block}": AddFusion(extractor.width, vit.embed_dim) for block in fusion_map}
         )
         side_adapter = SideAdapterNetwork(
             vit,
@@ -247,6 +242,6 @@ class SAN(nn.Module):
         outputs = self.run(images, vocabulary)
         sizes = [
             (item.get("height", size[0]), item.get("width", size[1]))
-            for item, size in zip(batched_inputs, images.image_sizes)
+            for item, size in zip(batched_inputs, images.image_sizes, strict=True)
         ]
         return [{"sem_seg": scores} for scores in self.postprocess(outputs, sizes)]

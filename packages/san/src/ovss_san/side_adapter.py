@@ -155,7 +155,9 @@ class SideAdapterNetwork(nn.Module):
         if block not in self.fusion_map:
             return x
         q = self.num_queries
-        fused = self.fusion_layers[f"layer_{block}"](x[:, q:], clip.maps[self.fusion_map[block]], grid)
+        fused = self.fusion_layers[f"layer_{block}"](
+            x[:, q:], clip.maps[self.fusion_map[block]], grid
+        )
         return torch.cat([x[:, :q], fused], dim=1)
 
     def forward(
