@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 import nox
@@ -41,10 +42,28 @@ def _uv() -> list[str]:
     return [found] if found else [sys.executable, "-m", "uv"]
 
 
+def _prepare(session: nox.Session, project: Path) -> None:
+    """Run a method package's ``[tool.ovss.method] prepare`` steps (the patched detectron2)."""
+    table = tomllib.loads((project / "pyproject.toml").read_text()).get("tool", {})
+    steps = table.get("ovss", {}).get("method", {}).get("prepare", [])
+    if not steps:
+        return
+    common = _sync(session, COMMON)
+    for step in steps:
+        if step != "detectron2":
+            session.error(f"{project.relative_to(ROOT)}: unknown prepare step {step!r}")
+        destination = ROOT / "build" / "detectron2-0.6"
+        session.run(
+            str(common), "-m", "ovss_common.detectron2_compat", str(destination), external=True
+        )
+
+
 def _sync(session: nox.Session, project: Path) -> Path:
     """``uv sync --locked`` one project; returns the Python of its environment."""
     if not (project / "uv.lock").is_file():
         session.error(f"{project.relative_to(ROOT)} has no uv.lock")
+    if project.parent == ROOT / "packages" and project != COMMON:
+        _prepare(session, project)
     env = {**QUIET_ENV, "VIRTUAL_ENV": None, "UV_PROJECT_ENVIRONMENT": None}
     session.run(*_uv(), "sync", "--locked", "--project", str(project), external=True, env=env)
     return project / ".venv" / "bin" / "python"
@@ -67,8 +86,9 @@ def _ovss(session: nox.Session, *args: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the tests of common, the harness and every method package, each in its own env."""
     env = {**QUIET_ENV, "HF_HUB_OFFLINE": "1", "OVSS_OFFLINE": os.environ.get("OVSS_OFFLINE", "")}
-    for project in [COMMON, HARNESS, *_method_projects()]:
-        python = _sync(session, project)
+    projects = [COMMON, *_method_projects(), HARNESS]
+    pythons = {project: _sync(session, project) for project in projects}
+    for project, python in pythons.items():
         session.run(
             str(python),
             "-m",

@@ -16,6 +16,7 @@ from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_da
 from ovss.environments import KNOWN_METHODS, discover_methods, environment_status
 from ovss.errors import OvssError
 from ovss.evaluator import evaluate_folders
+from ovss.fixtures import tiny
 from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
 from ovss.runner import EvalSettings, run_eval
 from ovss.segment import SegmentSettings, run_segment
@@ -61,6 +62,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="method option sent with load (repeatable)",
     )
     parser.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="use the method's golden tiny config and checkpoint (untrained: for smoke runs)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,16 +136,27 @@ def _methods() -> int:
 
 
 def _model_settings(args: argparse.Namespace) -> ModelSettings:
+    config, weights = args.config, args.weights
+    if args.tiny:
+        if config or weights:
+            raise OvssError("--tiny picks the config and weights: drop --config/--weights")
+        fixture = tiny(args.method, args.pipeline)
+        config, weights = str(fixture.config), str(fixture.weights)
+        print(
+            f"ovss: {args.method} with its untrained tiny fixture ({fixture.weights}): "
+            "outputs exercise the pipeline, their numbers mean nothing",
+            file=sys.stderr,
+        )
     load = LoadRequest(
-        config=args.config,
-        weights=args.weights,
+        config=config,
+        weights=weights,
         device=args.device,
         dtype=args.dtype,
         threads=args.threads,
         pipeline=args.pipeline,
         options=dict(args.option),
     )
-    return ModelSettings(method=args.method, load=load, timeout=args.timeout)
+    return ModelSettings(method=args.method, load=load, timeout=args.timeout, untrained=args.tiny)
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -171,9 +188,11 @@ def _eval(args: argparse.Namespace) -> int:
     )
     metrics = run_eval(settings)
     miou = "n/a" if metrics["mIoU"] is None else f"{metrics['mIoU']:.2f}"
+    untrained = " (untrained tiny weights)" if args.tiny else ""
     print(
-        f"{args.method} on {args.dataset} ({metrics['label_space']}, {metrics['definition']}): "
-        f"mIoU {miou} over {metrics['num_images']} images -> {out / 'metrics.json'}"
+        f"{args.method}{untrained} on {args.dataset} ({metrics['label_space']}, "
+        f"{metrics['definition']}): mIoU {miou} over {metrics['num_images']} images "
+        f"-> {out / 'metrics.json'}"
     )
     if metrics["num_failed"]:
         print(

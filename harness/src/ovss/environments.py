@@ -6,6 +6,7 @@ has a table::
     [tool.ovss.method]
     name = "san"
     worker = "ovss_san.worker"
+    prepare = ["detectron2"]   # optional: steps that must run before the lock can sync
 
 The harness finds them under ``<repo>/packages/*`` and in the extra project folders listed
 in ``$OVSS_METHOD_DIRS`` (``os.pathsep``-separated; used by the tests and for a user's own
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovss.errors import OvssError
+from ovss_common import detectron2_compat
+from ovss_common.downloads import DownloadError
 
 #: The methods OVSS is built for; listed by ``ovss methods`` even before their package exists.
 KNOWN_METHODS = ("san", "ovseg", "car")
@@ -50,6 +53,7 @@ class MethodPackage:
     distribution: str
     version: str
     worker_module: str
+    prepare: tuple[str, ...] = ()
 
     @property
     def venv(self) -> Path:
@@ -86,6 +90,7 @@ def read_method_package(project: Path) -> MethodPackage | None:
             distribution=data["project"]["name"],
             version=data["project"]["version"],
             worker_module=table["worker"],
+            prepare=tuple(table.get("prepare", ())),
         )
     except KeyError as exc:
         raise OvssError(f"{pyproject}: [tool.ovss.method] or [project] lacks {exc}") from None
@@ -156,8 +161,24 @@ def environment_status(package: MethodPackage) -> str:
     return "ready" if check.returncode == 0 else "out of sync"
 
 
+def run_prepare_steps(package: MethodPackage) -> None:
+    """Run the package's ``prepare`` steps (idempotent), e.g. the patched detectron2 tree."""
+    for step in package.prepare:
+        if step != "detectron2":
+            raise OvssError(f"{package.project}: unknown prepare step {step!r}")
+        destination = repo_root() / detectron2_compat.BUILD_DIR
+        if detectron2_compat.is_prepared(destination):
+            continue
+        print(f"ovss: preparing patched detectron2 0.6 in {destination}", file=sys.stderr)
+        try:
+            detectron2_compat.prepare(destination)
+        except (DownloadError, detectron2_compat.PatchError) as exc:
+            raise OvssError(f"preparing detectron2 for {package.name} failed: {exc}") from None
+
+
 def ensure_environment(package: MethodPackage) -> Path:
     """Build or sync the method's environment from its lock if needed; returns its Python."""
+    run_prepare_steps(package)
     status = environment_status(package)
     if status == "ready":
         return package.python

@@ -131,6 +131,7 @@ class _Run:
             label_space=plan.space.name,
             protocol="native" if settings.label_space is None else "harmonised",
             definition=settings.definition,
+            untrained_weights=settings.model.untrained,
         )
         self.evaluator = SemSegEvaluator(
             plan.space.num_classes,

@@ -66,7 +66,13 @@ def run_segment(settings: SegmentSettings) -> list[dict[str, Any]]:
     settings.out.mkdir(parents=True, exist_ok=True)
     results, failed = [], []
     with Worker(package, settings.model.load_request(), timeout=settings.model.timeout) as worker:
-        record = provenance(package, worker.load_info, settings.vocabulary, protocol="segment")
+        record = provenance(
+            package,
+            worker.load_info,
+            settings.vocabulary,
+            protocol="segment",
+            untrained_weights=settings.model.untrained,
+        )
         for image in settings.images:
             try:
                 reply = worker.request(

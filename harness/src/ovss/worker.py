@@ -32,11 +32,15 @@ _EOF = object()
 
 @dataclass
 class ModelSettings:
-    """Which method to run, the ``load`` request that builds its model, and a reply timeout."""
+    """Which method to run, the ``load`` request that builds its model, and a reply timeout.
+
+    ``untrained`` marks runs on a golden tiny checkpoint (``--tiny``): recorded everywhere.
+    """
 
     method: str
     load: LoadRequest = field(default_factory=LoadRequest)
     timeout: float | None = None
+    untrained: bool = False
 
     def load_request(self) -> dict[str, Any]:
         return dataclasses.asdict(self.load)

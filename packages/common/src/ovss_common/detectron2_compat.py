@@ -40,6 +40,9 @@ SDIST_FILENAME = "pb1-detectron2-0.6.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 SDIST_TOP = "pb1-detectron2-0.6"
 RECORD = "OVSS_PATCHES.json"
+#: Where method packages expect the prepared tree, relative to the repository root
+#: (their ``[tool.uv.sources]`` point at it).
+BUILD_DIR = Path("build") / "detectron2-0.6"
 
 
 class PatchError(Exception):
