@@ -1,0 +1,173 @@
+"""The SAN worker over the protocol: golden outputs, and bad input answered in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import CHECKPOINT, CONFIG
+from PIL import Image
+
+from ovss_common.outputs import read_label_map
+from ovss_common.protocol import request
+
+
+class WorkerClient:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ovss_san.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.next_id = 0
+
+    def ask(self, type: str, **fields) -> dict:
+        self.next_id += 1
+        self.process.stdin.write(json.dumps(request(type, self.next_id, **fields)) + "\n")
+        self.process.stdin.flush()
+        reply = json.loads(self.process.stdout.readline())
+        assert reply["id"] == self.next_id
+        return reply
+
+    def close(self) -> None:
+        self.ask("shutdown")
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    client = WorkerClient()
+    reply = client.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu", threads=2)
+    assert reply["ok"], reply
+    yield client
+    client.close()
+
+
+def _error(reply: dict) -> dict:
+    assert not reply["ok"], reply
+    error = reply["error"]
+    assert "\n" not in error["message"]
+    return error
+
+
+def test_load_reports_provenance(worker):
+    reply = worker.ask("ping")
+    assert reply["ok"] and reply["result"]["loaded"]
+
+
+def test_segment_reproduces_the_golden_scores(worker, golden_case, tmp_path):
+    case = golden_case("chelsea_custom3")
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(case["image"]).save(path)
+    reply = worker.ask(
+        "segment",
+        image=str(path),
+        vocabulary=case.vocabulary,
+        output_prefix=str(tmp_path / "out" / "chelsea"),
+        save_scores=True,
+    )
+    assert reply["ok"], reply
+    outputs = reply["result"]
+    with np.load(outputs["scores"]) as saved:
+        scores = saved["scores"]
+    excess = np.abs(scores - case["scores"]) - (5e-4 + 1e-4 * np.abs(case["scores"]))
+    assert excess.max() <= 0
+    labels = read_label_map(outputs["label_map"])
+    assert (labels == case["label"]).mean() >= 0.999
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda p: p.write_bytes(b"not an image"), "bad_image"),
+        (lambda p: None, "bad_image"),
+    ],
+    ids=["corrupt", "missing"],
+)
+def test_bad_images_are_one_line_errors(worker, tmp_path, make, what):
+    path = tmp_path / "bad.png"
+    make(path)
+    reply = worker.ask(
+        "segment", image=str(path), vocabulary=["cat"], output_prefix=str(tmp_path / "o")
+    )
+    assert _error(reply)["type"] == what
+    assert worker.ask("ping")["ok"], "the worker keeps serving"
+
+
+@pytest.mark.parametrize(
+    ("mode", "array"),
+    [
+        ("L", np.full((40, 60), 128, np.uint8)),
+        ("RGBA", np.full((40, 60, 4), 200, np.uint8)),
+        ("I16", np.full((40, 60), 40000, np.uint16)),
+    ],
+)
+def test_odd_image_modes_are_segmented(worker, tmp_path, mode, array):
+    path = tmp_path / f"odd_{mode}.png"
+    Image.fromarray(array).save(path)
+    reply = worker.ask(
+        "segment", image=str(path), vocabulary=["cat", "wall"], output_prefix=str(tmp_path / "o")
+    )
+    assert reply["ok"], reply
+    assert (reply["result"]["height"], reply["result"]["width"]) == (40, 60)
+
+
+def test_exif_rotation_is_applied(worker, tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(path, exif=exif)
+    reply = worker.ask(
+        "segment", image=str(path), vocabulary=["cat"], output_prefix=str(tmp_path / "r")
+    )
+    assert reply["ok"], reply
+    assert (reply["result"]["height"], reply["result"]["width"]) == (60, 40)
+
+
+@pytest.mark.parametrize(
+    "vocabulary", [[], ["cat", "cat"], ["cat", " "]], ids=["empty", "duplicate", "blank"]
+)
+def test_bad_vocabularies(worker, tmp_path, vocabulary):
+    path = tmp_path / "img.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(path)
+    reply = worker.ask(
+        "segment", image=str(path), vocabulary=vocabulary, output_prefix=str(tmp_path / "v")
+    )
+    assert _error(reply)["type"] == "bad_vocabulary"
+
+
+def test_checkpoint_of_another_method_is_refused(tmp_path):
+    other = tmp_path / "ovseg.pth"
+    torch.save({"model": {"sem_seg_head.predictor.weight": torch.zeros(2, 2)}}, other)
+    client = WorkerClient()
+    try:
+        error = _error(client.ask("load", config=str(CONFIG), weights=str(other), device="cpu"))
+        assert error["type"] == "bad_checkpoint" and "not a SAN checkpoint" in error["message"]
+        error = _error(client.ask("load", config=str(tmp_path / "absent.yaml"), device="cpu"))
+        assert error["type"] == "bad_config"
+        error = _error(
+            client.ask("load", config=str(CONFIG), device="cpu", options={"colour": "blue"})
+        )
+        assert error["type"] == "bad_option"
+    finally:
+        client.close()
+
+
+def test_offline_default_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVSS_OFFLINE", "1")
+    monkeypatch.setenv("OVSS_CACHE_DIR", str(tmp_path / "cache"))
+    client = WorkerClient()
+    try:
+        error = _error(client.ask("load", device="cpu"))
+        assert error["type"] == "bad_checkpoint"
+        assert (
+            "san_vit_b_16.pth" in error["message"] and str(tmp_path / "cache") in error["message"]
+        )
+    finally:
+        client.close()
