@@ -5,6 +5,7 @@
     nox -s lint              ruff check + format check
     nox -s env-<method>      build or sync one method environment from its lock
     nox -s eval-<method> -- --dataset mini-voc [ovss eval options]
+    nox -s bench-san [-- --images N --model san_vit_large_14 --device cuda]
     nox -s ovss -- <any ovss command>
 
 No session uses a nox virtualenv: every project (harness/, packages/*) is a uv project
@@ -149,3 +150,28 @@ def _eval_session(method: str):
 for _method in METHODS:
     nox.session(name=f"env-{_method}")(_env_session(_method))
     nox.session(name=f"eval-{_method}")(_eval_session(_method))
+
+
+@nox.session(name="bench-san")
+def bench_san(session: nox.Session) -> None:
+    """SAN at full size with random weights on the mini-voc images -> results/bench/san.json.
+
+    Options: --images N (default all 4), --model san_vit_b_16|san_vit_large_14, --device,
+    --dtype, --threads, --repeats, --out FILE.
+    """
+    _ovss(session, "datasets", "build", "mini-voc")
+    python = _sync(session, ROOT / "packages" / "san")
+    datasets = Path(os.environ.get("DETECTRON2_DATASETS", ROOT / "datasets"))
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", str(ROOT / "results" / "bench" / "san.json")]
+    session.run(
+        str(python),
+        "-m",
+        "ovss_san.bench",
+        "--folder",
+        str(datasets / "mini-voc" / "JPEGImages"),
+        *args,
+        external=True,
+        env=QUIET_ENV,
+    )

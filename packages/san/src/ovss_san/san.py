@@ -23,6 +23,8 @@ from ovss_san.side_adapter import AddFusion, SideAdapterNetwork, build_side_vit,
 #: CLIP's image normalisation, on 0-255 RGB.
 CLIP_PIXEL_MEAN = (122.7709383, 116.7460125, 104.09373615)
 CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.32316305)
+#: Masks upsampled at once in post-processing.
+MASK_CHUNK = 16
 
 
 @dataclass
@@ -199,20 +201,25 @@ class SAN(nn.Module):
         yields ``(first class, [c, H0, W0])``.
 
         Masks are upsampled to the padded size, then (as configured, before or after the
-        class combination) cropped to the resized size and resized to ``output_size``.
+        class combination) cropped to the resized size and resized to ``output_size``;
+        ``MASK_CHUNK`` masks at a time, so that no ``[Q, Hp, Wp]`` tensor is held whole.
         """
         padded = outputs.images.tensor.shape[-2:]
         resized = outputs.images.image_sizes[index]
-        masks = F.interpolate(
-            outputs.mask_preds[index : index + 1].float(),
-            size=padded,
-            mode="bilinear",
-            align_corners=False,
-        )[0]
         logits = outputs.mask_logits[index].float()
-        if self.sem_seg_postprocess_before_inference:
-            masks = sem_seg_postprocess(masks, resized, *output_size)
-        masks = masks.sigmoid()
+        mask_preds = outputs.mask_preds[index].float()
+        parts = []
+        for first in range(0, mask_preds.shape[0], MASK_CHUNK):
+            masks = F.interpolate(
+                mask_preds[None, first : first + MASK_CHUNK],
+                size=padded,
+                mode="bilinear",
+                align_corners=False,
+            )[0]
+            if self.sem_seg_postprocess_before_inference:
+                masks = sem_seg_postprocess(masks, resized, *output_size)
+            parts.append(masks.sigmoid_())
+        masks = torch.cat(parts) if len(parts) > 1 else parts[0]
         classes = logits.shape[1] - 1
         step = chunk or classes
         class_probs = F.softmax(logits, dim=-1)[:, :-1]
