@@ -140,6 +140,10 @@ def _env_session(method: str):
 
 def _eval_session(method: str):
     def evaluate(session: nox.Session) -> None:
+        project = ROOT / "packages" / method
+        if not (project / "pyproject.toml").is_file():
+            session.error(f"packages/{method} is not in this checkout yet")
+        _sync(session, project)
         args = session.posargs or ["--dataset", "mini-voc"]
         _ovss(session, "eval", "--method", method, *args)
 

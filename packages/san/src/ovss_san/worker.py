@@ -11,12 +11,6 @@ Load options (``--option KEY=VALUE`` on the ovss command line):
 
 from __future__ import annotations
 
-import warnings
-
-# detectron2 0.6 scripts a few functions when imported; torch 2.x deprecates torch.jit.script.
-# The warning says nothing about SAN: keep it out of the worker log.
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
