@@ -68,6 +68,11 @@ class OpenVocabClassifier(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def _apply(self, fn, recurse=True):
+        # Moving or casting the weights (``.to``, ``.half``) makes cached embeddings stale.
+        self.clear_cache()
+        return super()._apply(fn, recurse)
+
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[N, 77]`` token ids -> ``[N, D]`` L2-normalised text embeddings.
