@@ -12,24 +12,9 @@ from pathlib import Path
 
 from detectron2.config import CfgNode, get_cfg
 
+from ovss_common.detectron2_keys import add_deeplab_keys
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-def add_deeplab_keys(cfg: CfgNode) -> None:
-    """Keys of detectron2's DeepLab project, which the original SAN configs inherit."""
-    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
-    cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
-    cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "hard_pixel_mining"
-    cfg.MODEL.SEM_SEG_HEAD.PROJECT_FEATURES = ["res2"]
-    cfg.MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS = [48]
-    cfg.MODEL.SEM_SEG_HEAD.ASPP_CHANNELS = 256
-    cfg.MODEL.SEM_SEG_HEAD.ASPP_DILATIONS = [6, 12, 18]
-    cfg.MODEL.SEM_SEG_HEAD.ASPP_DROPOUT = 0.1
-    cfg.MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV = False
-    cfg.MODEL.RESNETS.RES4_DILATION = 1
-    cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 2, 4]
-    cfg.MODEL.RESNETS.STEM_TYPE = "deeplab"
 
 
 def add_san_keys(cfg: CfgNode) -> None:
