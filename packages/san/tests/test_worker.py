@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -13,47 +9,16 @@ from conftest import CHECKPOINT, CONFIG
 from PIL import Image
 
 from ovss_common.outputs import read_label_map
-from ovss_common.protocol import request
-
-
-class WorkerClient:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ovss_san.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.next_id = 0
-
-    def ask(self, type: str, **fields) -> dict:
-        self.next_id += 1
-        self.process.stdin.write(json.dumps(request(type, self.next_id, **fields)) + "\n")
-        self.process.stdin.flush()
-        reply = json.loads(self.process.stdout.readline())
-        assert reply["id"] == self.next_id
-        return reply
-
-    def close(self) -> None:
-        self.ask("shutdown")
-        self.process.wait(timeout=30)
+from ovss_common.testing import WorkerClient, error_of
 
 
 @pytest.fixture(scope="module")
 def worker():
-    client = WorkerClient()
+    client = WorkerClient("ovss_san.worker")
     reply = client.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu", threads=2)
     assert reply["ok"], reply
     yield client
     client.close()
-
-
-def _error(reply: dict) -> dict:
-    assert not reply["ok"], reply
-    error = reply["error"]
-    assert "\n" not in error["message"]
-    return error
 
 
 def test_load_reports_provenance(worker):
@@ -96,7 +61,7 @@ def test_bad_images_are_one_line_errors(worker, tmp_path, make, what):
     reply = worker.ask(
         "segment", image=str(path), vocabulary=["cat"], output_prefix=str(tmp_path / "o")
     )
-    assert _error(reply)["type"] == what
+    assert error_of(reply)["type"] == what
     assert worker.ask("ping")["ok"], "the worker keeps serving"
 
 
@@ -139,19 +104,19 @@ def test_bad_vocabularies(worker, tmp_path, vocabulary):
     reply = worker.ask(
         "segment", image=str(path), vocabulary=vocabulary, output_prefix=str(tmp_path / "v")
     )
-    assert _error(reply)["type"] == "bad_vocabulary"
+    assert error_of(reply)["type"] == "bad_vocabulary"
 
 
 def test_checkpoint_of_another_method_is_refused(tmp_path):
     other = tmp_path / "ovseg.pth"
     torch.save({"model": {"sem_seg_head.predictor.weight": torch.zeros(2, 2)}}, other)
-    client = WorkerClient()
+    client = WorkerClient("ovss_san.worker")
     try:
-        error = _error(client.ask("load", config=str(CONFIG), weights=str(other), device="cpu"))
+        error = error_of(client.ask("load", config=str(CONFIG), weights=str(other), device="cpu"))
         assert error["type"] == "bad_checkpoint" and "not a SAN checkpoint" in error["message"]
-        error = _error(client.ask("load", config=str(tmp_path / "absent.yaml"), device="cpu"))
+        error = error_of(client.ask("load", config=str(tmp_path / "absent.yaml"), device="cpu"))
         assert error["type"] == "bad_config"
-        error = _error(
+        error = error_of(
             client.ask("load", config=str(CONFIG), device="cpu", options={"colour": "blue"})
         )
         assert error["type"] == "bad_option"
@@ -162,9 +127,9 @@ def test_checkpoint_of_another_method_is_refused(tmp_path):
 def test_offline_default_weights_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("OVSS_OFFLINE", "1")
     monkeypatch.setenv("OVSS_CACHE_DIR", str(tmp_path / "cache"))
-    client = WorkerClient()
+    client = WorkerClient("ovss_san.worker")
     try:
-        error = _error(client.ask("load", device="cpu"))
+        error = error_of(client.ask("load", device="cpu"))
         assert error["type"] == "bad_checkpoint"
         assert (
             "san_vit_b_16.pth" in error["message"] and str(tmp_path / "cache") in error["message"]

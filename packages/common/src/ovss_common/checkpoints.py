@@ -58,8 +58,9 @@ def load_state_dict_strictly(
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
+        article = "an" if method[:1] in "AEIOU" else "a"
         what = (
-            f"not a {method} checkpoint"
+            f"not {article} {method} checkpoint"
             if len(missing) == len(expected)
             else "does not match the config"
         )

@@ -51,8 +51,10 @@ def load_ovseg(
         return build_ovseg(cfg).to(device), cfg
     state = read_state_dict(weights)
     clip_weights = clip_state(state)
+    if not clip_weights:
+        raise CheckpointError(f"{weights}: not an OVSeg checkpoint: no {CLIP_PREFIX}* weights")
     try:
-        model = build_ovseg(cfg, clip_weights if clip_weights else None)
+        model = build_ovseg(cfg, clip_weights)
     except KeyError as exc:
         raise CheckpointError(f"{weights}: the CLIP inside lacks {exc}") from None
     load_state_dict_strictly(model, state, weights, "OVSeg", TRAINING_ONLY_KEYS)

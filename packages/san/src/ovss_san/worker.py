@@ -15,7 +15,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from ovss_common.class_lists import method_names
@@ -23,6 +22,13 @@ from ovss_common.hashing import sha256_file, sha256_text
 from ovss_common.images import DecodedImage
 from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
 from ovss_common.server import Method, Segmentation, run
+from ovss_common.torch_runtime import (
+    configure,
+    default_device,
+    move,
+    peak_device_memory,
+    resolve_dtype,
+)
 from ovss_common.zoo import WeightsError, fetch
 from ovss_san.checkpoint import CheckpointError
 from ovss_san.clip import ClipArchitectureError
@@ -35,16 +41,6 @@ MAX_SCORE_BYTES = 4 << 30
 #: COCO-Stuff 171: the first 80 ids are things, the remaining 91 stuff.
 COCO_THINGS = 80
 OPTIONS = ("model", "overrides", "expansion")
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dtype(name: str, device: str) -> torch.dtype:
-    if name == "fp16" and not device.startswith("cuda"):
-        raise WorkerError("bad_option", "fp16 needs a CUDA device; use bf16 on the CPU", "dtype")
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 class San(Method):
@@ -89,9 +85,8 @@ class San(Method):
                 "bad_option", "expansion applies to the demo pipeline only", "expansion"
             )
         device = request.device or default_device()
-        dtype = _dtype(request.dtype, device)
-        if request.threads:
-            torch.set_num_threads(request.threads)
+        dtype = resolve_dtype(request.dtype, device)
+        runtime = configure(request.threads)
         config, weights = self._resolve(request)
         if not Path(config).is_file():
             raise WorkerError("bad_config", f"{config}: no such config file", config)
@@ -102,10 +97,7 @@ class San(Method):
         except (ClipArchitectureError, KeyError, ValueError, TypeError, yaml.YAMLError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WorkerError("bad_config", f"{config}: {message}", config) from None
-        try:
-            model = model.to(device=device, dtype=dtype)
-        except (RuntimeError, AssertionError) as exc:
-            raise WorkerError("bad_option", f"device {device!r}: {exc}", "device") from None
+        model = move(model, device, dtype)
         self.predictor = SanPredictor(model, cfg)
         self.pipeline = request.pipeline
         coco = method_names("coco-stuff-171", "san")
@@ -120,8 +112,7 @@ class San(Method):
             "clip_model": cfg.MODEL.SAN.CLIP_MODEL_NAME,
             "device": device,
             "dtype": request.dtype,
-            "threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
+            **runtime,
             "pipeline": request.pipeline,
             "expansion": self.expansion,
         }
@@ -158,8 +149,7 @@ class San(Method):
         }
         if extra:
             details["expansion_classes"] = len(extra)
-        if str(self.predictor.model.device).startswith("cuda"):
-            details["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated()
+        details.update(peak_device_memory(str(self.predictor.model.device)))
         return Segmentation(
             label_map=prediction.label_map,
             vocabulary=prediction.vocabulary,

@@ -1,0 +1,159 @@
+"""The OVSeg worker: ``python -m ovss_ovseg.worker`` serves the OVSS protocol on stdin/stdout.
+
+Load options (``--option KEY=VALUE`` on the ovss command line):
+
+- ``model``: a released model (``ovseg_swinbase_vitL14_ft_mpt``, ``ovseg_R101c_vitB16_ft_mpt``)
+  used when no config is given; its weights come from the zoo unless ``weights`` is given;
+  with ``--pipeline demo`` the Swin-B model uses the released demo config;
+- ``ensemble_weight``: ``MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT`` (the evaluation protocol's
+  per-dataset value: 0.7 ADE, 0.6 Pascal Context, 0.45 VOC; ``ovss eval`` sends it);
+- ``overrides``: a list of ``KEY VALUE`` config overrides (detectron2 style).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ovss_common.checkpoints import CheckpointError
+from ovss_common.hashing import sha256_file, sha256_text
+from ovss_common.images import DecodedImage
+from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
+from ovss_common.server import Method, Segmentation, run
+from ovss_common.torch_runtime import (
+    configure,
+    default_device,
+    move,
+    peak_device_memory,
+    resolve_dtype,
+)
+from ovss_common.zoo import WeightsError, fetch
+from ovss_ovseg.predictor import OVSegPredictor
+from ovss_ovseg.zoo import DEFAULT_MODEL, DEMO_CONFIGS, WEIGHTS
+
+OPTIONS = ("model", "overrides", "ensemble_weight")
+#: Largest ``[C, H, W]`` float32 score array a request may ask to save.
+MAX_SCORE_BYTES = 4 << 30
+
+
+class OVSegMethod(Method):
+    name = "ovseg"
+    exif_transpose = True
+
+    def _resolve(self, request: LoadRequest) -> tuple[str, str | None]:
+        """The config path and weights path of a load request (zoo for released models)."""
+        if request.config is not None:
+            return request.config, request.weights
+        model = request.options.get("model", DEFAULT_MODEL)
+        if model not in WEIGHTS:
+            raise WorkerError(
+                "bad_option", f"unknown OVSeg model {model!r} (have {', '.join(WEIGHTS)})", "model"
+            )
+        entry = WEIGHTS[model]
+        config = (
+            DEMO_CONFIGS.get(model, entry.config) if request.pipeline == "demo" else entry.config
+        )
+        if request.weights is not None:
+            return config, request.weights
+        try:
+            return config, str(fetch(entry))
+        except WeightsError as exc:
+            raise WorkerError("bad_checkpoint", str(exc), entry.url) from None
+
+    def load(self, request: LoadRequest) -> dict[str, Any]:
+        from ovss_ovseg.build import load_ovseg
+
+        unknown = sorted(set(request.options) - set(OPTIONS))
+        if unknown:
+            raise WorkerError("bad_option", f"unknown OVSeg option {unknown[0]!r}", unknown[0])
+        overrides = request.options.get("overrides", [])
+        if not isinstance(overrides, list) or len(overrides) % 2:
+            raise WorkerError(
+                "bad_option", "overrides must be a list of KEY VALUE pairs", "overrides"
+            )
+        overrides = [str(item) for item in overrides]
+        weight = request.options.get("ensemble_weight")
+        if weight is not None:
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not 0 <= weight <= 1
+            ):
+                raise WorkerError(
+                    "bad_option", "ensemble_weight must be a number in [0, 1]", "ensemble_weight"
+                )
+            overrides += ["MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT", str(float(weight))]
+        device = request.device or default_device()
+        dtype = resolve_dtype(request.dtype, device)
+        runtime = configure(request.threads)
+        config, weights = self._resolve(request)
+        if not Path(config).is_file():
+            raise WorkerError("bad_config", f"{config}: no such config file", config)
+        try:
+            model, cfg = load_ovseg(config, weights, "cpu", overrides)
+        except CheckpointError as exc:
+            raise WorkerError("bad_checkpoint", str(exc), weights) from None
+        except (KeyError, ValueError, TypeError, yaml.YAMLError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WorkerError("bad_config", f"{config}: {message}", config) from None
+        self.predictor = OVSegPredictor(move(model, device, dtype), cfg)
+        self.pipeline = request.pipeline
+        self.device = device
+        adapter = cfg.MODEL.CLIP_ADAPTER
+        return {
+            "package_version": version("ovss-ovseg"),
+            "config": str(config),
+            "config_sha256": sha256_text(cfg.dump()),
+            "weights": weights,
+            "weights_sha256": sha256_file(weights) if weights else None,
+            "random_weights": weights is None,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "ensemble_weight": adapter.CLIP_ENSEMBLE_WEIGHT,
+            "mask_threshold": adapter.MASK_THR,
+            "device": device,
+            "dtype": request.dtype,
+            "pipeline": request.pipeline,
+            **runtime,
+        }
+
+    def segment(self, image: DecodedImage, request: SegmentRequest) -> Segmentation:
+        h, w = image.rgb.shape[:2]
+        channels = len(request.vocabulary) + 1
+        if channels * h * w * 4 > MAX_SCORE_BYTES:
+            raise WorkerError(
+                "bad_option",
+                f"{channels - 1} classes at {h}x{w} need {channels * h * w * 4 / 2**30:.1f} GiB "
+                "of scores; use fewer classes or a smaller image",
+                "vocabulary",
+            )
+        try:
+            prediction = self.predictor.predict(image.rgb, request.vocabulary, self.pipeline)
+        except RuntimeError as exc:
+            if "too long for context length" not in str(exc):
+                raise
+            raise WorkerError("bad_vocabulary", str(exc).splitlines()[0], "vocabulary") from None
+        regions = prediction.classification.regions
+        details: dict[str, Any] = {
+            "resized_hw": list(prediction.proposals.images.image_sizes[0]),
+            "proposals": int(prediction.proposals.mask_preds.shape[1]),
+            "regions_to_clip": int(regions.valid.sum()) if regions is not None else 0,
+        }
+        details.update(peak_device_memory(self.device))
+        return Segmentation(
+            label_map=prediction.label_map,
+            vocabulary=prediction.vocabulary,
+            scores=prediction.scores.numpy() if request.save_scores else None,
+            timings=prediction.timings,
+            extra=details,
+        )
+
+
+def main() -> None:
+    run(OVSegMethod())
+
+
+if __name__ == "__main__":
+    main()
