@@ -26,6 +26,7 @@ def _ready(method: str) -> bool:
 
 
 san = pytest.mark.skipif(not _ready("san"), reason="the SAN environment is not built")
+ovseg = pytest.mark.skipif(not _ready("ovseg"), reason="the OVSeg environment is not built")
 
 
 @san
@@ -92,3 +93,60 @@ def test_san_eval_tiny_on_mini_voc(tmp_path, capsys):
     assert metrics["num_images"] == 4 and metrics["label_space"] == "voc-20"
     assert metrics["provenance"]["untrained_weights"] is True
     assert 0.0 <= metrics["mIoU"] <= 100.0
+
+
+@ovseg
+def test_ovseg_segment_reproduces_the_golden_scores(tmp_path, capsys):
+    fixture = tiny("ovseg")
+    with np.load(fixture.config.parent / "cases" / "chelsea_custom3.npz") as case:
+        image, golden = case["image"], case["scores"]
+        vocabulary = json.loads(str(case["vocabulary_json"]))
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(image).save(path)
+    code = main(
+        [
+            "segment",
+            "--method",
+            "ovseg",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--image",
+            str(path),
+            "--classes",
+            *vocabulary,
+            "--out",
+            str(tmp_path / "out"),
+            "--save-scores",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    with np.load(tmp_path / "out" / "chelsea.npz") as saved:
+        assert np.abs(saved["scores"] - golden).max() <= 1e-3
+    sidecar = json.loads((tmp_path / "out" / "chelsea.json").read_text())
+    assert sidecar["effective_vocabulary"] == vocabulary
+
+
+@ovseg
+def test_ovseg_eval_tiny_uses_the_voc_ensemble_weight(tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "eval",
+            "--method",
+            "ovseg",
+            "--dataset",
+            "mini-voc",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run = json.loads((out / "run.json").read_text())
+    assert run["cache_key"]["options"] == {"ensemble_weight": 0.45}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 4 and metrics["label_space"] == "voc-20"

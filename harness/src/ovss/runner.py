@@ -16,6 +16,7 @@ A folder made by a run with another cache key is refused unless ``restart`` is s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -34,6 +35,7 @@ from ovss.metrics import NO_CLASS, image_confusion
 from ovss.provenance import provenance, vocabulary_sha256
 from ovss.worker import ModelSettings, Worker, WorkerDied, WorkerFailure
 from ovss_common.outputs import LabelMapError, read_label_map, write_json, write_label_map
+from ovss_common.protocol import LoadRequest
 
 
 @dataclass
@@ -60,6 +62,7 @@ class EvalPlan:
     lut: np.ndarray
     stuff: list[str] | None
     samples: list[Sample]
+    load: LoadRequest
 
 
 def plan_eval(settings: EvalSettings) -> EvalPlan:
@@ -77,6 +80,13 @@ def plan_eval(settings: EvalSettings) -> EvalPlan:
         lut=space.prediction_lut(ids),
         stuff=space.stuff_names(package.name),
         samples=dataset.samples(settings.limit),
+        load=dataclasses.replace(
+            settings.model.load,
+            options={
+                **dataset.method_options.get(package.name, {}),
+                **settings.model.load.options,
+            },
+        ),
     )
 
 
@@ -90,9 +100,9 @@ def cache_key(settings: EvalSettings, plan: EvalPlan, load_info: dict[str, Any])
         "dataset": plan.dataset.name,
         "label_space": plan.space.name,
         "vocabulary_sha256": vocabulary_sha256(plan.vocabulary),
-        "pipeline": settings.model.load.pipeline,
-        "dtype": settings.model.load.dtype,
-        "options": settings.model.load.options,
+        "pipeline": plan.load.pipeline,
+        "dtype": plan.load.dtype,
+        "options": plan.load.options,
     }
 
 
@@ -192,7 +202,8 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     settings.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     log = settings.out / "worker.log"
-    with Worker(plan.package, settings.model.load_request(), log, settings.model.timeout) as worker:
+    load = dataclasses.asdict(plan.load)
+    with Worker(plan.package, load, log, settings.model.timeout) as worker:
         key = cache_key(settings, plan, worker.load_info)
         _claim_folder(settings.out, key, settings.restart)
         (settings.out / "failures.jsonl").unlink(missing_ok=True)

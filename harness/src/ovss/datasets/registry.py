@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,8 @@ class Dataset:
         label_space: the label space every method is scored in by default.
         native_label_spaces: per method, the label space its original evaluation uses when
             it differs (mini-voc: SAN and OVSeg score VOC-20, CaR VOC-21).
+        method_options: per method, load options its original evaluation protocol sets for
+            this dataset (OVSeg's ensemble weight); options given by the user win.
         split: a file of stems relative to ``root``, or None to use every label file.
         image_suffixes: suffixes tried, in order, for each stem's image.
         prepare: how to obtain the files, quoted when they are missing.
@@ -63,6 +66,7 @@ class Dataset:
     label_space: str
     prepare: str
     native_label_spaces: dict[str, str] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     split: str | None = None
     image_suffixes: tuple[str, ...] = (".jpg", ".png", ".jpeg")
     custom_space: LabelSpace | None = None
@@ -131,6 +135,7 @@ _PC_PREPARE = (
 BUILTIN_DATASETS: tuple[Dataset, ...] = (
     Dataset(
         name="ade20k-150",
+        method_options={"ovseg": {"ensemble_weight": 0.7}},
         root="ADEChallengeData2016",
         images="images/validation",
         labels="annotations_detectron2/validation",
@@ -140,6 +145,7 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="ade20k-847",
+        method_options={"ovseg": {"ensemble_weight": 0.7}},
         root="ADE20K_2021_17_01",
         images="images_detectron2/validation",
         labels="annotations_detectron2/validation",
@@ -152,6 +158,7 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="pc-59",
+        method_options={"ovseg": {"ensemble_weight": 0.6}},
         root="VOCdevkit/VOC2010",
         images="JPEGImages",
         labels="annotations_detectron2/pc59_val",
@@ -161,6 +168,7 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="pc-459",
+        method_options={"ovseg": {"ensemble_weight": 0.6}},
         root="VOCdevkit/VOC2010",
         images="JPEGImages",
         labels="annotations_detectron2/pc459_val",
@@ -170,6 +178,7 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="voc-20",
+        method_options={"ovseg": {"ensemble_weight": 0.45}},
         root="VOCdevkit/VOC2012",
         images="JPEGImages",
         labels="SegmentationClass",
@@ -180,6 +189,7 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="voc-21",
+        method_options={"ovseg": {"ensemble_weight": 0.45}},
         root="VOCdevkit/VOC2012",
         images="JPEGImages",
         labels="SegmentationClass",
@@ -202,6 +212,7 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="mini-voc",
+        method_options={"ovseg": {"ensemble_weight": 0.45}},
         root="mini-voc",
         images="JPEGImages",
         labels="SegmentationClass",
