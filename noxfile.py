@@ -6,6 +6,7 @@
     nox -s env-<method>      build or sync one method environment from its lock
     nox -s eval-<method> -- --dataset mini-voc [ovss eval options]
     nox -s bench-san [-- --images N --model san_vit_large_14 --device cuda]
+    nox -s bench-ovseg [-- --images N --model ovseg_R101c_vitB16_ft_mpt]
     nox -s ovss -- <any ovss command>
 
 No session uses a nox virtualenv: every project (harness/, packages/*) is a uv project
@@ -156,6 +157,25 @@ for _method in METHODS:
     nox.session(name=f"eval-{_method}")(_eval_session(_method))
 
 
+def _bench(session: nox.Session, method: str, default_out: str) -> None:
+    _ovss(session, "datasets", "build", "mini-voc")
+    python = _sync(session, ROOT / "packages" / method)
+    datasets = Path(os.environ.get("DETECTRON2_DATASETS", ROOT / "datasets"))
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", str(ROOT / "results" / "bench" / default_out)]
+    session.run(
+        str(python),
+        "-m",
+        f"ovss_{method}.bench",
+        "--folder",
+        str(datasets / "mini-voc" / "JPEGImages"),
+        *args,
+        external=True,
+        env=QUIET_ENV,
+    )
+
+
 @nox.session(name="bench-san")
 def bench_san(session: nox.Session) -> None:
     """SAN at full size with random weights on the mini-voc images -> results/bench/san.json.
@@ -163,19 +183,14 @@ def bench_san(session: nox.Session) -> None:
     Options: --images N (default all 4), --model san_vit_b_16|san_vit_large_14, --device,
     --dtype, --threads, --repeats, --out FILE.
     """
-    _ovss(session, "datasets", "build", "mini-voc")
-    python = _sync(session, ROOT / "packages" / "san")
-    datasets = Path(os.environ.get("DETECTRON2_DATASETS", ROOT / "datasets"))
-    args = list(session.posargs)
-    if "--out" not in args:
-        args += ["--out", str(ROOT / "results" / "bench" / "san.json")]
-    session.run(
-        str(python),
-        "-m",
-        "ovss_san.bench",
-        "--folder",
-        str(datasets / "mini-voc" / "JPEGImages"),
-        *args,
-        external=True,
-        env=QUIET_ENV,
-    )
+    _bench(session, "san", "san.json")
+
+
+@nox.session(name="bench-ovseg")
+def bench_ovseg(session: nox.Session) -> None:
+    """OVSeg at full size with random weights on mini-voc -> results/bench/ovseg.json.
+
+    Options: --images N (default 1), --model ovseg_swinbase_vitL14_ft_mpt|ovseg_R101c_vitB16_ft_mpt,
+    --ensemble-weight, --device, --dtype, --threads, --repeats, --out FILE.
+    """
+    _bench(session, "ovseg", "ovseg.json")

@@ -1,0 +1,150 @@
+"""``python -m ovss_ovseg.bench``: OVSeg speed and memory at full size, random weights.
+
+Measures, for a released architecture (default Swin-B + CLIP ViT-L/14, eval path, the VOC
+ensemble weight 0.45):
+
+- text encoding of a vocabulary (20 VOC and 150 ADE names, 14 templates each) with an empty
+  cache: median of ``--repeats`` runs, wall and process-CPU seconds;
+- the eval path per image (resize, proposals, CLIP on the valid regions, ensemble,
+  postprocess) with the text embeddings cached: one warm-up, then each of the first
+  ``--images`` images ``--repeats`` times; how many regions went to CLIP;
+- peak resident memory of the process (and peak device memory on CUDA).
+
+Results are written to ``--out`` (JSON) after every measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovss_common.class_lists import method_names
+from ovss_common.images import read_image
+from ovss_common.outputs import write_json
+from ovss_common.server import peak_rss_bytes
+from ovss_ovseg.build import MODEL_CONFIGS, build_ovseg
+from ovss_ovseg.config import get_config
+from ovss_ovseg.predictor import OVSegPredictor
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def timed(function: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
+    """``(wall seconds, process CPU seconds, result)`` of one call (synchronised on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def _summary(runs: list[tuple[float, float, Any]]) -> dict[str, Any]:
+    return {
+        "seconds_median": statistics.median(r[0] for r in runs),
+        "process_cpu_seconds_median": statistics.median(r[1] for r in runs),
+        "runs": [{"seconds": r[0], "process_cpu_seconds": r[1]} for r in runs],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, required=True, help="folder of images")
+    parser.add_argument("--images", type=int, default=1, help="use the first N images")
+    parser.add_argument(
+        "--model", choices=sorted(MODEL_CONFIGS), default="ovseg_swinbase_vitL14_ft_mpt"
+    )
+    parser.add_argument("--ensemble-weight", type=float, default=0.45)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = paths[: args.images]
+    if not paths:
+        print(f"bench: error: no images in {args.folder}", file=sys.stderr)
+        return 2
+
+    result: dict[str, Any] = {
+        "what": f"OVSeg {args.model}, random weights, eval path, ensemble weight {args.ensemble_weight}",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+    }
+    start = time.perf_counter()
+    cfg = get_config(
+        MODEL_CONFIGS[args.model],
+        ["MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT", str(args.ensemble_weight)],
+    )
+    torch.manual_seed(0)
+    model = build_ovseg(cfg).to(device=device, dtype=dtype)
+    result["model_build_seconds"] = time.perf_counter() - start
+    adapter = model.clip_adapter
+
+    vocabularies = {
+        "voc_20": [n for n in method_names("voc-21", "ovseg") if n is not None],
+        "ade_150": [n.strip() for n in method_names("ade20k-150", "ovseg")],
+    }
+    result["text_encoding"] = {}
+    for name, names in vocabularies.items():
+        runs = []
+        for _ in range(args.repeats):
+            adapter._cache.clear()
+            runs.append(timed(lambda names=names: adapter.class_embeddings(names), device))
+        result["text_encoding"][name] = {"classes": len(names), **_summary(runs)}
+        write_json(args.out, result)
+
+    predictor = OVSegPredictor(model, cfg)
+    vocabulary = vocabularies["voc_20"]
+    images = [read_image(path, exif_transpose=True).rgb for path in paths]
+    predictor.predict(images[0], vocabulary)
+    per_image: dict[str, Any] = {}
+    runs: list[tuple[float, float, Any]] = []
+    for path, rgb in zip(paths, images, strict=True):
+        image_runs = [
+            timed(lambda rgb=rgb: predictor.predict(rgb, vocabulary), device)
+            for _ in range(args.repeats)
+        ]
+        runs += image_runs
+        regions = image_runs[-1][2].classification.regions
+        per_image[path.name] = {
+            "hw": list(rgb.shape[:2]),
+            "regions_to_clip": int(regions.valid.sum()) if regions is not None else 0,
+            "timings": image_runs[-1][2].timings,
+            **_summary(image_runs),
+        }
+        result["per_image"] = per_image
+        result["image"] = _summary(runs)
+        result["peak_rss_bytes"] = peak_rss_bytes()
+        if device.type == "cuda":
+            result["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+        write_json(args.out, result)
+        print(f"bench: {path.name}: {image_runs[-1][0]:.1f} s", file=sys.stderr)
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
