@@ -1,4 +1,4 @@
-"""Config keys of detectron2's DeepLab project, shared by the SAN and OVSeg configs.
+"""detectron2 config helpers shared by the SAN and OVSeg configs: DeepLab's keys, and loading.
 
 The released SAN and OVSeg configs were resolved with detectron2's DeepLab project config
 (``projects/DeepLab``, not part of the installed ``detectron2`` package), so their YAML files set
@@ -8,6 +8,7 @@ these keys. ``add_deeplab_keys`` declares them, with DeepLab's defaults, on a de
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -26,3 +27,21 @@ def add_deeplab_keys(cfg: Any) -> None:
     cfg.MODEL.RESNETS.RES4_DILATION = 1
     cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 2, 4]
     cfg.MODEL.RESNETS.STEM_TYPE = "deeplab"
+
+
+def load_config(cfg: Any, path: str | Path, overrides: list[str] | None = None) -> Any:
+    """Merge the YAML file ``path`` (``_BASE_`` chains allowed) and ``KEY VALUE`` overrides into
+    ``cfg`` (a method's default ``CfgNode``) and freeze it.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        KeyError / ValueError: a key is unknown or a value has the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    cfg.merge_from_file(str(path))
+    if overrides:
+        cfg.merge_from_list(list(overrides))
+    cfg.freeze()
+    return cfg

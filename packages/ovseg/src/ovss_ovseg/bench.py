@@ -16,16 +16,14 @@ Results are written to ``--out`` (JSON) after every measurement.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ovss_common.bench import device_name, summary, timed
 from ovss_common.class_lists import method_names
 from ovss_common.images import read_image
 from ovss_common.outputs import write_json
@@ -35,25 +33,6 @@ from ovss_ovseg.config import get_config
 from ovss_ovseg.predictor import OVSegPredictor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def timed(function: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
-    """``(wall seconds, process CPU seconds, result)`` of one call (synchronised on CUDA)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = function()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.process_time() - cpu, result
-
-
-def _summary(runs: list[tuple[float, float, Any]]) -> dict[str, Any]:
-    return {
-        "seconds_median": statistics.median(r[0] for r in runs),
-        "process_cpu_seconds_median": statistics.median(r[1] for r in runs),
-        "runs": [{"seconds": r[0], "process_cpu_seconds": r[1]} for r in runs],
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "what": f"OVSeg {args.model}, random weights, eval path, ensemble weight {args.ensemble_weight}",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "dtype": args.dtype,
         "threads": args.threads,
         "torch": torch.__version__,
@@ -113,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             adapter._cache.clear()
             runs.append(timed(lambda names=names: adapter.class_embeddings(names), device))
-        result["text_encoding"][name] = {"classes": len(names), **_summary(runs)}
+        result["text_encoding"][name] = {"classes": len(names), **summary(runs)}
         write_json(args.out, result)
 
     predictor = OVSegPredictor(model, cfg)
@@ -133,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             "hw": list(rgb.shape[:2]),
             "regions_to_clip": int(regions.valid.sum()) if regions is not None else 0,
             "timings": image_runs[-1][2].timings,
-            **_summary(image_runs),
+            **summary(image_runs),
         }
         result["per_image"] = per_image
-        result["image"] = _summary(runs)
+        result["image"] = summary(runs)
         result["peak_rss_bytes"] = peak_rss_bytes()
         if device.type == "cuda":
             result["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated(device)

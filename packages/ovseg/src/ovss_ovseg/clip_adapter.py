@@ -18,6 +18,8 @@ from detectron2.structures import BitMasks
 from torch import nn
 from torch.nn import functional as F
 
+from ovss_common.prompts import VILD_TEMPLATES, template_means
+
 #: CLIP's image statistics on 0-255 RGB.
 CLIP_MEAN_255 = (122.7709383, 116.7460125, 104.09373615)
 CLIP_STD_255 = (68.5005327, 66.6321579, 70.32316305)
@@ -25,26 +27,6 @@ CLIP_STD_255 = (68.5005327, 66.6321579, 70.32316305)
 REGION_SIZE = 224
 #: OVSeg classifies regions with this fixed temperature (not CLIP's ``logit_scale``).
 TEMPERATURE = 100.0
-#: The 14 ViLD templates, in order.
-VILD_TEMPLATES = (
-    "a photo of a {}.",
-    "This is a photo of a {}",
-    "There is a {} in the scene",
-    "There is the {} in the scene",
-    "a photo of a {} in the scene",
-    "a photo of a small {}.",
-    "a photo of a medium {}.",
-    "a photo of a large {}.",
-    "This is a photo of a small {}.",
-    "This is a photo of a medium {}.",
-    "This is a photo of a large {}.",
-    "There is a small {} in the scene.",
-    "There is a medium {} in the scene.",
-    "There is a large {} in the scene.",
-)
-#: Prompts per text-tower call.
-PROMPT_BATCH = 64
-
 #: Geometry of the OpenAI CLIPs of the released models (``clip.model.CLIP`` arguments).
 CLIP_GEOMETRIES: dict[str, dict[str, int]] = {
     "ViT-L/14": dict(
@@ -246,21 +228,12 @@ class ClipAdapter(nn.Module):
         (cached per name)."""
         missing = [name for name in dict.fromkeys(names) if name not in self._cache]
         if missing:
-            prompts = [t.format(name) for name in missing for t in VILD_TEMPLATES]
             device = self.clip_model.text_projection.device
-            tokens = tokenize(prompts).long().to(device)
-            order = tokens.argmax(dim=-1).argsort()
-            embeddings = torch.empty(
-                len(prompts),
-                self.clip_model.text_projection.shape[1],
-                device=device,
-                dtype=self.clip_model.text_projection.dtype,
-            )
-            for start in range(0, len(prompts), PROMPT_BATCH):
-                batch = order[start : start + PROMPT_BATCH]
-                embeddings[batch] = self.encode_tokens(tokens[batch])
-            means = F.normalize(
-                embeddings.reshape(len(missing), len(VILD_TEMPLATES), -1).mean(1), dim=-1
+            means = template_means(
+                missing,
+                VILD_TEMPLATES,
+                lambda prompts: tokenize(prompts).long().to(device),
+                self.encode_tokens,
             )
             self._cache.update(zip(missing, means, strict=True))
         return torch.stack([self._cache[name] for name in names])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from detectron2.config import CfgNode, get_cfg
 
-from ovss_common.detectron2_keys import add_deeplab_keys
+from ovss_common.detectron2_keys import add_deeplab_keys, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -116,13 +116,5 @@ def default_config() -> CfgNode:
 
 
 def get_config(path: str | Path, overrides: list[str] | None = None) -> CfgNode:
-    """Load an OVSeg YAML config (``_BASE_`` chains allowed) plus ``KEY VALUE`` overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    cfg = default_config()
-    cfg.merge_from_file(str(path))
-    if overrides:
-        cfg.merge_from_list(list(overrides))
-    cfg.freeze()
-    return cfg
+    """Load a OVSeg YAML config (``_BASE_`` chains allowed) plus ``KEY VALUE`` overrides, frozen."""
+    return load_config(default_config(), path, overrides)

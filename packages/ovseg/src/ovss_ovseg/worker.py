@@ -12,15 +12,19 @@ Load options (``--option KEY=VALUE`` on the ovss command line):
 
 from __future__ import annotations
 
-from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ovss_common.checkpoints import CheckpointError
-from ovss_common.hashing import sha256_file, sha256_text
 from ovss_common.images import DecodedImage
+from ovss_common.loading import (
+    build_errors,
+    check_options,
+    config_overrides,
+    model_provenance,
+    released_entry,
+    released_weights,
+)
 from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
 from ovss_common.server import Method, Segmentation, run
 from ovss_common.torch_runtime import (
@@ -30,7 +34,6 @@ from ovss_common.torch_runtime import (
     peak_device_memory,
     resolve_dtype,
 )
-from ovss_common.zoo import WeightsError, fetch
 from ovss_ovseg.predictor import OVSegPredictor
 from ovss_ovseg.zoo import DEFAULT_MODEL, DEMO_CONFIGS, WEIGHTS
 
@@ -43,43 +46,16 @@ class OVSegMethod(Method):
     name = "ovseg"
     exif_transpose = True
 
-    def _resolve(self, request: LoadRequest) -> tuple[str, str | None]:
-        """The config path and weights path of a load request (zoo for released models)."""
-        if request.config is not None:
-            return request.config, request.weights
-        model = request.options.get("model", DEFAULT_MODEL)
-        if model not in WEIGHTS:
-            raise WorkerError(
-                "bad_option", f"unknown OVSeg model {model!r} (have {', '.join(WEIGHTS)})", "model"
-            )
-        entry = WEIGHTS[model]
-        config = (
-            DEMO_CONFIGS.get(model, entry.config) if request.pipeline == "demo" else entry.config
-        )
-        if request.weights is not None:
-            return config, request.weights
-        try:
-            return config, str(fetch(entry))
-        except WeightsError as exc:
-            raise WorkerError("bad_checkpoint", str(exc), entry.url) from None
-
     def load(self, request: LoadRequest) -> dict[str, Any]:
         from ovss_ovseg.build import load_ovseg
 
-        unknown = sorted(set(request.options) - set(OPTIONS))
-        if unknown:
-            raise WorkerError("bad_option", f"unknown OVSeg option {unknown[0]!r}", unknown[0])
-        overrides = request.options.get("overrides", [])
-        if not isinstance(overrides, list) or len(overrides) % 2:
-            raise WorkerError(
-                "bad_option", "overrides must be a list of KEY VALUE pairs", "overrides"
-            )
-        overrides = [str(item) for item in overrides]
+        check_options(request.options, OPTIONS, "OVSeg")
+        overrides = config_overrides(request.options)
         weight = request.options.get("ensemble_weight")
         if weight is not None:
             if (
                 isinstance(weight, bool)
-                or not isinstance(weight, (int, float))
+                or not isinstance(weight, int | float)
                 or not 0 <= weight <= 1
             ):
                 raise WorkerError(
@@ -89,33 +65,24 @@ class OVSegMethod(Method):
         device = request.device or default_device()
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
-        config, weights = self._resolve(request)
-        if not Path(config).is_file():
-            raise WorkerError("bad_config", f"{config}: no such config file", config)
-        try:
+        config, weights = request.config, request.weights
+        if config is None:
+            entry = released_entry(request.options, WEIGHTS, DEFAULT_MODEL)
+            demo = request.pipeline == "demo"
+            config = DEMO_CONFIGS.get(entry.name, entry.config) if demo else entry.config
+            weights = weights if weights is not None else released_weights(entry)
+        with build_errors(config, weights, (yaml.YAMLError,)):
             model, cfg = load_ovseg(config, weights, "cpu", overrides)
-        except CheckpointError as exc:
-            raise WorkerError("bad_checkpoint", str(exc), weights) from None
-        except (KeyError, ValueError, TypeError, yaml.YAMLError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WorkerError("bad_config", f"{config}: {message}", config) from None
         self.predictor = OVSegPredictor(move(model, device, dtype), cfg)
         self.pipeline = request.pipeline
         self.device = device
         adapter = cfg.MODEL.CLIP_ADAPTER
         return {
-            "package_version": version("ovss-ovseg"),
-            "config": str(config),
-            "config_sha256": sha256_text(cfg.dump()),
-            "weights": weights,
-            "weights_sha256": sha256_file(weights) if weights else None,
-            "random_weights": weights is None,
+            **model_provenance("ovss-ovseg", request, config, cfg.dump(), weights),
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "ensemble_weight": adapter.CLIP_ENSEMBLE_WEIGHT,
             "mask_threshold": adapter.MASK_THR,
             "device": device,
-            "dtype": request.dtype,
-            "pipeline": request.pipeline,
             **runtime,
         }
 

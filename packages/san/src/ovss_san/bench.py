@@ -15,17 +15,15 @@ what it measured.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ovss_common.bench import device_name, summary, timed
 from ovss_common.class_lists import method_names
 from ovss_common.images import read_image
 from ovss_common.outputs import write_json
@@ -35,25 +33,6 @@ from ovss_san.config import get_config
 from ovss_san.predictor import SanPredictor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def timed(function: Callable[[], Any], device: torch.device) -> tuple[float, float]:
-    """``(wall seconds, process CPU seconds)`` of one call (synchronised on CUDA)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _summary(runs: list[tuple[float, float]]) -> dict[str, Any]:
-    return {
-        "seconds_median": statistics.median(r[0] for r in runs),
-        "process_cpu_seconds_median": statistics.median(r[1] for r in runs),
-        "runs": [{"seconds": r[0], "process_cpu_seconds": r[1]} for r in runs],
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "what": f"SAN {args.model}, random weights, eval path",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "dtype": args.dtype,
         "threads": args.threads,
         "torch": torch.__version__,
@@ -112,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         result["text_encoding"][name] = {
             "classes": len(names),
             "prompts": len(names) * 14,
-            **_summary(runs),
+            **summary(runs),
         }
         write_json(args.out, result)
 
@@ -133,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
         runs += image_runs
-        per_image[path.name] = {"hw": list(rgb.shape[:2]), **_summary(image_runs)}
+        per_image[path.name] = {"hw": list(rgb.shape[:2]), **summary(image_runs)}
         result["per_image"] = per_image
-        result["image"] = _summary(runs)
+        result["image"] = summary(runs)
         result["peak_rss_bytes"] = peak_rss_bytes()
         if device.type == "cuda":
             result["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated(device)

@@ -8,28 +8,10 @@ from open_clip.tokenizer import tokenize
 from torch import nn
 from torch.nn import functional as F
 
-#: Prompt templates by ``MODEL.SAN.CLIP_TEMPLATE_SET`` (the 14 ViLD templates, in order).
-TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
-    "vild": (
-        "a photo of a {}.",
-        "This is a photo of a {}",
-        "There is a {} in the scene",
-        "There is the {} in the scene",
-        "a photo of a {} in the scene",
-        "a photo of a small {}.",
-        "a photo of a medium {}.",
-        "a photo of a large {}.",
-        "This is a photo of a small {}.",
-        "This is a photo of a medium {}.",
-        "This is a photo of a large {}.",
-        "There is a small {} in the scene.",
-        "There is a medium {} in the scene.",
-        "There is a large {} in the scene.",
-    ),
-}
+from ovss_common.prompts import VILD_TEMPLATES, template_means
 
-#: Prompts per text-tower call (small batches of similar length run fastest on CPUs).
-PROMPT_BATCH = 64
+#: Prompt templates by ``MODEL.SAN.CLIP_TEMPLATE_SET``.
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"vild": VILD_TEMPLATES}
 
 
 def templates(name: str) -> tuple[str, ...]:
@@ -92,26 +74,14 @@ class OpenVocabClassifier(nn.Module):
 
     @torch.no_grad()
     def encode_names(self, names: list[str]) -> torch.Tensor:
-        """``[C, D]`` class embeddings of ``names`` (templates averaged), uncached.
-
-        All prompts are tokenised at once, sorted by length and encoded in batches of
-        ``PROMPT_BATCH``, each cut at its own longest prompt.
-        """
-        count = len(self.prompt_templates)
-        prompts = [template.format(name) for name in names for template in self.prompt_templates]
-        tokens = tokenize(prompts).to(self.text_projection.device)
-        order = tokens.argmax(dim=-1).argsort()
-        embeddings = torch.empty(
-            len(prompts),
-            self.text_projection.shape[1],
-            device=tokens.device,
-            dtype=self.text_projection.dtype,
+        """``[C, D]`` class embeddings of ``names`` (templates averaged), uncached."""
+        device = self.text_projection.device
+        return template_means(
+            names,
+            self.prompt_templates,
+            lambda prompts: tokenize(prompts).to(device),
+            self.encode_tokens,
         )
-        for start in range(0, len(prompts), PROMPT_BATCH):
-            batch = order[start : start + PROMPT_BATCH]
-            embeddings[batch] = self.encode_tokens(tokens[batch])
-        mean = embeddings.reshape(len(names), count, -1).mean(dim=1)
-        return F.normalize(mean, dim=-1)
 
     @torch.no_grad()
     def forward(self, vocabulary: list[str]) -> torch.Tensor:

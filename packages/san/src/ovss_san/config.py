@@ -12,7 +12,7 @@ from pathlib import Path
 
 from detectron2.config import CfgNode, get_cfg
 
-from ovss_common.detectron2_keys import add_deeplab_keys
+from ovss_common.detectron2_keys import add_deeplab_keys, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -93,18 +93,5 @@ def default_config() -> CfgNode:
 
 
 def get_config(path: str | Path, overrides: list[str] | None = None) -> CfgNode:
-    """Load a SAN YAML config (``_BASE_`` chains allowed) plus ``KEY VALUE`` overrides.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        KeyError / ValueError: a key is unknown or a value has the wrong type.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    cfg = default_config()
-    cfg.merge_from_file(str(path))
-    if overrides:
-        cfg.merge_from_list(list(overrides))
-    cfg.freeze()
-    return cfg
+    """Load a SAN YAML config (``_BASE_`` chains allowed) plus ``KEY VALUE`` overrides, frozen."""
+    return load_config(default_config(), path, overrides)

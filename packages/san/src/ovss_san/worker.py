@@ -11,15 +11,20 @@ Load options (``--option KEY=VALUE`` on the ovss command line):
 
 from __future__ import annotations
 
-from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ovss_common.class_lists import method_names
-from ovss_common.hashing import sha256_file, sha256_text
 from ovss_common.images import DecodedImage
+from ovss_common.loading import (
+    build_errors,
+    check_options,
+    config_overrides,
+    model_provenance,
+    released_entry,
+    released_weights,
+)
 from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
 from ovss_common.server import Method, Segmentation, run
 from ovss_common.torch_runtime import (
@@ -29,9 +34,6 @@ from ovss_common.torch_runtime import (
     peak_device_memory,
     resolve_dtype,
 )
-from ovss_common.zoo import WeightsError, fetch
-from ovss_san.checkpoint import CheckpointError
-from ovss_san.clip import ClipArchitectureError
 from ovss_san.predictor import SanPredictor, expansion_names
 from ovss_san.zoo import DEFAULT_MODEL, WEIGHTS
 
@@ -47,34 +49,11 @@ class San(Method):
     name = "san"
     exif_transpose = True
 
-    def _resolve(self, request: LoadRequest) -> tuple[str, str | None]:
-        """The config path and weights path of a load request (zoo for released models)."""
-        model = request.options.get("model", DEFAULT_MODEL)
-        if request.config is not None:
-            return request.config, request.weights
-        if model not in WEIGHTS:
-            raise WorkerError(
-                "bad_option", f"unknown SAN model {model!r} (have {', '.join(WEIGHTS)})", "model"
-            )
-        entry = WEIGHTS[model]
-        if request.weights is not None:
-            return entry.config, request.weights
-        try:
-            return entry.config, str(fetch(entry))
-        except WeightsError as exc:
-            raise WorkerError("bad_checkpoint", str(exc), entry.url) from None
-
     def load(self, request: LoadRequest) -> dict[str, Any]:
         from ovss_san.build import load_san
 
-        unknown = sorted(set(request.options) - set(OPTIONS))
-        if unknown:
-            raise WorkerError("bad_option", f"unknown SAN option {unknown[0]!r}", unknown[0])
-        overrides = request.options.get("overrides", [])
-        if not isinstance(overrides, list) or len(overrides) % 2:
-            raise WorkerError(
-                "bad_option", "overrides must be a list of KEY VALUE pairs", "overrides"
-            )
+        check_options(request.options, OPTIONS, "SAN")
+        overrides = config_overrides(request.options)
         self.expansion = request.options.get("expansion", "none")
         if self.expansion not in EXPANSIONS:
             raise WorkerError(
@@ -87,34 +66,24 @@ class San(Method):
         device = request.device or default_device()
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
-        config, weights = self._resolve(request)
-        if not Path(config).is_file():
-            raise WorkerError("bad_config", f"{config}: no such config file", config)
-        try:
-            model, cfg = load_san(config, weights, "cpu", [str(item) for item in overrides])
-        except CheckpointError as exc:
-            raise WorkerError("bad_checkpoint", str(exc), weights) from None
-        except (ClipArchitectureError, KeyError, ValueError, TypeError, yaml.YAMLError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WorkerError("bad_config", f"{config}: {message}", config) from None
-        model = move(model, device, dtype)
-        self.predictor = SanPredictor(model, cfg)
+        config, weights = request.config, request.weights
+        if config is None:
+            entry = released_entry(request.options, WEIGHTS, DEFAULT_MODEL)
+            config = entry.config
+            weights = weights if weights is not None else released_weights(entry)
+        with build_errors(config, weights, (yaml.YAMLError,)):
+            model, cfg = load_san(config, weights, "cpu", overrides)
+        self.predictor = SanPredictor(move(model, device, dtype), cfg)
         self.pipeline = request.pipeline
+        self.device = device
         coco = method_names("coco-stuff-171", "san")
         self.expansion_pool = {"COCO-all": coco, "COCO-stuff": coco[COCO_THINGS:]}
         return {
-            "package_version": version("ovss-san"),
-            "config": str(config),
-            "config_sha256": sha256_text(cfg.dump()),
-            "weights": weights,
-            "weights_sha256": sha256_file(weights) if weights else None,
-            "random_weights": weights is None,
+            **model_provenance("ovss-san", request, config, cfg.dump(), weights),
             "clip_model": cfg.MODEL.SAN.CLIP_MODEL_NAME,
             "device": device,
-            "dtype": request.dtype,
-            **runtime,
-            "pipeline": request.pipeline,
             "expansion": self.expansion,
+            **runtime,
         }
 
     def segment(self, image: DecodedImage, request: SegmentRequest) -> Segmentation:
@@ -149,7 +118,7 @@ class San(Method):
         }
         if extra:
             details["expansion_classes"] = len(extra)
-        details.update(peak_device_memory(str(self.predictor.model.device)))
+        details.update(peak_device_memory(self.device))
         return Segmentation(
             label_map=prediction.label_map,
             vocabulary=prediction.vocabulary,
