@@ -18,17 +18,18 @@ import torch
 from clip.model import CLIP, build_model
 from torch.nn import functional as F
 
-from ovss_common.checkpoints import CheckpointError, read_state_dict
+from ovss_common.checkpoints import CheckpointError
 
 #: The original runs every block only for a sequence of this length (the text context).
 CONTEXT_LENGTH = 77
 
 
 def load_clip(path: str | Path) -> CLIP:
-    """An OpenAI-format CLIP checkpoint (bare state dict, fp16 or fp32) as an fp32 eval model."""
-    state = read_state_dict(path)
-    if "visual.proj" not in state:
-        raise CheckpointError(f"{path}: not an OpenAI ViT CLIP state dict (no visual.proj)")
+    """An OpenAI-format CLIP checkpoint (bare state dict, fp16 or fp32; or an open_clip
+    checkpoint of an OpenAI model) as an fp32 eval model."""
+    from ovss_car.zoo import openai_state_dict
+
+    state = openai_state_dict(path)
     try:
         model = build_model(dict(state))
     except (KeyError, RuntimeError, ValueError) as exc:

@@ -1,0 +1,105 @@
+"""CaR configuration: the original YAML layout (``clip``, ``car``, ``sam``, ``test``) read as is.
+
+``CarConfig`` gives typed access to the keys inference reads, with the original model's
+defaults for keys a config leaves out; the other keys (SAM, data roots) are kept untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ovss_car.car import PassSettings
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: The original model's defaults for ``car.*`` keys a config may leave out.
+DEFAULTS: dict[str, Any] = {
+    "confidence_threshold": 0.45,
+    "mask_threshold": 0.5,
+    "clipes_threshold": 0.4,
+    "visual_prompt_type": ["circle"],
+    "bg_cls": None,
+    "bg_factor": 1.0,
+    "semantic_templates": None,
+}
+
+
+@dataclass(frozen=True)
+class CarConfig:
+    """A parsed CaR config file.
+
+    Attributes:
+        path: where it was read from.
+        sections: the YAML document.
+    """
+
+    path: Path
+    sections: dict[str, Any]
+
+    def car(self, key: str) -> Any:
+        return self.sections.get("car", {}).get(key, DEFAULTS.get(key))
+
+    @property
+    def cam_checkpoint(self) -> str:
+        """``clip.clip_model_name``: the CAM CLIP (a file name in the weights folder)."""
+        return str(self.sections["clip"]["clip_model_name"])
+
+    @property
+    def semantic_checkpoint(self) -> str:
+        """``clip.semantic_clip_model_name``: the classifier CLIP."""
+        return str(self.sections["clip"]["semantic_clip_model_name"])
+
+    @property
+    def dataset(self) -> str | None:
+        return self.sections.get("test", {}).get("ds_name")
+
+    def pass_settings(
+        self, stuff: bool = False, background: list[str] | None = None
+    ) -> PassSettings:
+        """Settings of the thing pass, or of the stuff pass (its own prompts and background
+        exponent; CAM background words = ``background``, the thing vocabulary)."""
+        templates = self.car("semantic_templates")
+        prompt_key = "stuff_visual_prompt_type" if stuff else "visual_prompt_type"
+        prompts = (
+            self.car(prompt_key)
+            if self.car(prompt_key) is not None
+            else self.car("visual_prompt_type")
+        )
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        bg_factor = (
+            self.car("stuff_bg_factor")
+            if stuff and self.car("stuff_bg_factor") is not None
+            else self.car("bg_factor")
+        )
+        words = background if stuff else self.car("bg_cls")
+        return PassSettings(
+            confidence_threshold=float(self.car("confidence_threshold")),
+            mask_threshold=float(self.car("mask_threshold")),
+            clipes_threshold=float(self.car("clipes_threshold")),
+            visual_prompt_type=tuple(prompts),
+            bg_factor=float(bg_factor),
+            background=tuple(words) if words else None,
+            semantic_templates=tuple(templates) if templates else None,
+        )
+
+
+def load_config(path: str | Path) -> CarConfig:
+    """Read a CaR YAML config; ValueError for a file that is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        sections = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML ({exc})".splitlines()[0]) from None
+    if not isinstance(sections, dict) or "clip" not in sections or "car" not in sections:
+        raise ValueError(f"{path}: not a CaR config (needs 'clip' and 'car' sections)")
+    for key in ("clip_model_name", "semantic_clip_model_name"):
+        if key not in sections["clip"]:
+            raise ValueError(f"{path}: clip.{key} is missing")
+    return CarConfig(path=path, sections=sections)

@@ -1,0 +1,155 @@
+"""The CaR worker: ``python -m ovss_car.worker`` serves the OVSS protocol on stdin/stdout.
+
+``config`` is a CaR YAML config (default: the VOC one); ``weights`` is a folder in which the
+config's two checkpoint names are looked up. Official names (``ViT-B/16``, ``ViT-L/14``) come
+from the weights zoo unless the folder holds their files. A ``segment`` request's ``stuff``
+names get CaR's second pass (thing vocabulary as CAM background); label indices are positions
+in the vocabulary as sent, 65535 where CaR assigns nothing. Images are not EXIF-rotated, as
+in the original.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ovss_car.car import CaR, assign_labels
+from ovss_car.clip_model import load_clip
+from ovss_car.config import CONFIG_DIR, CarConfig, load_config
+from ovss_car.zoo import WEIGHTS
+from ovss_common.checkpoints import CheckpointError
+from ovss_common.class_lists import class_file
+from ovss_common.hashing import sha256_files
+from ovss_common.images import DecodedImage
+from ovss_common.loading import check_options, model_provenance, released_weights
+from ovss_common.protocol import NO_CLASS, LoadRequest, SegmentRequest, WorkerError
+from ovss_common.server import Method, Segmentation, run
+from ovss_common.torch_runtime import (
+    configure,
+    default_device,
+    move,
+    peak_device_memory,
+    resolve_dtype,
+)
+
+DEFAULT_CONFIG = CONFIG_DIR / "voc.yaml"
+
+
+def checkpoint_path(name: str, folder: Path | None, config_dir: Path) -> str:
+    """Where the checkpoint a config names lives (see the module docstring)."""
+    if folder is not None and (folder / name).is_file():
+        return str(folder / name)
+    if name in WEIGHTS:
+        entry = WEIGHTS[name]
+        if folder is not None and (folder / entry.filename).is_file():
+            return str(folder / entry.filename)
+        return released_weights(entry)
+    candidate = (folder or config_dir) / name
+    if not candidate.is_file():
+        raise WorkerError("bad_checkpoint", f"{candidate}: no such checkpoint file", str(candidate))
+    return str(candidate)
+
+
+def voc_names(names: list[str]) -> list[str]:
+    """CaR's VOC config swaps a plain VOC class name for its longer CaR name ("bird" ->
+    "bird avian"); other names are kept."""
+    voc = class_file("voc-21")
+    longer = dict(zip(voc["names"], voc["methods"]["car"], strict=True))
+    return [longer.get(name) or name for name in names]
+
+
+class CarMethod(Method):
+    name = "car"
+    exif_transpose = False
+
+    def load(self, request: LoadRequest) -> dict[str, Any]:
+        check_options(request.options, (), "CaR")
+        device = request.device or default_device()
+        dtype = resolve_dtype(request.dtype, device)
+        runtime = configure(request.threads)
+        config_path = Path(request.config) if request.config else DEFAULT_CONFIG
+        try:
+            self.config: CarConfig = load_config(config_path)
+        except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+            raise WorkerError("bad_config", str(exc).splitlines()[0], str(config_path)) from None
+        folder = Path(request.weights) if request.weights else None
+        if folder is not None and not folder.is_dir():
+            raise WorkerError(
+                "bad_checkpoint", f"{folder}: CaR weights must be a folder", str(folder)
+            )
+        paths = [
+            checkpoint_path(name, folder, config_path.parent)
+            for name in (self.config.cam_checkpoint, self.config.semantic_checkpoint)
+        ]
+        try:
+            cam_clip, sem_clip = (move(load_clip(path), device, dtype) for path in paths)
+        except CheckpointError as exc:
+            raise WorkerError("bad_checkpoint", str(exc), str(folder)) from None
+        self.model = CaR(cam_clip, sem_clip)
+        self.device = device
+        provenance = model_provenance(
+            "ovss-car", request, str(config_path), config_path.read_text(), None
+        )
+        provenance.update(
+            weights=str(folder) if folder else None,
+            weights_sha256=sha256_files(paths),
+            random_weights=False,
+            checkpoints=paths,
+            device=device,
+            **runtime,
+        )
+        return provenance
+
+    def segment(self, image: DecodedImage, request: SegmentRequest) -> Segmentation:
+        start = time.perf_counter()
+        picture = Image.fromarray(image.rgb)
+        sent = list(request.vocabulary)
+        names = voc_names(sent) if self.config.dataset == "voc" else sent
+        stuff = set(request.stuff or ())
+        things = [i for i, name in enumerate(sent) if name not in stuff]
+        stuffs = [i for i, name in enumerate(sent) if name in stuff]
+        passes, details = [], {}
+        thing_names = [names[i] for i in things]
+        if stuffs:
+            settings = self.config.pass_settings(stuff=True, background=thing_names)
+            result = self.model.run(picture, [names[i] for i in stuffs], settings)
+            passes.append((result, stuffs))
+            details["stuff_steps"] = len(result.steps)
+        if things:
+            result = self.model.run(picture, thing_names, self.config.pass_settings())
+            passes.append((result, things))
+            details["steps"] = len(result.steps)
+        ran = time.perf_counter()
+        labels = assign_labels(passes, image.rgb.shape[:2], NO_CLASS)
+        scores = None
+        if request.save_scores:
+            scores = np.zeros((len(sent), *image.rgb.shape[:2]), np.float32)
+            for result, ids in passes:
+                for position, index in enumerate(ids):
+                    scores[index] = result.masks[position] * result.scores[position]
+        details["kept"] = [
+            sent[i]
+            for result, ids in passes
+            for i, s in zip(ids, result.scores, strict=True)
+            if s > 0
+        ]
+        details.update(peak_device_memory(self.device))
+        return Segmentation(
+            label_map=labels,
+            vocabulary=sent,
+            scores=scores,
+            timings={"model": ran - start, "postprocess": time.perf_counter() - ran},
+            extra=details,
+        )
+
+
+def main() -> None:
+    run(CarMethod())
+
+
+if __name__ == "__main__":
+    main()
