@@ -7,6 +7,7 @@
     nox -s eval-<method> -- --dataset mini-voc [ovss eval options]
     nox -s bench-san [-- --images N --model san_vit_large_14 --device cuda]
     nox -s bench-ovseg [-- --images N --model ovseg_R101c_vitB16_ft_mpt]
+    nox -s bench-car [-- --images N --device cuda --dtype fp16]
     nox -s ovss -- <any ovss command>
 
 No session uses a nox virtualenv: every project (harness/, packages/*) is a uv project
@@ -194,3 +195,12 @@ def bench_ovseg(session: nox.Session) -> None:
     --ensemble-weight, --device, --dtype, --threads, --repeats, --out FILE.
     """
     _bench(session, "ovseg", "ovseg.json")
+
+
+@nox.session(name="bench-car")
+def bench_car(session: nox.Session) -> None:
+    """CaR at full size (ViT-B/16 + ViT-L/14, random weights) on mini-voc -> results/bench/car.json.
+
+    Options: --images N (default 1), --config FILE, --device, --dtype, --threads, --out FILE.
+    """
+    _bench(session, "car", "car.json")

@@ -27,6 +27,7 @@ def _ready(method: str) -> bool:
 
 san = pytest.mark.skipif(not _ready("san"), reason="the SAN environment is not built")
 ovseg = pytest.mark.skipif(not _ready("ovseg"), reason="the OVSeg environment is not built")
+car = pytest.mark.skipif(not _ready("car"), reason="the CaR environment is not built")
 
 
 @san
@@ -150,3 +151,77 @@ def test_ovseg_eval_tiny_uses_the_voc_ensemble_weight(tmp_path, capsys):
     assert run["cache_key"]["options"] == {"ensemble_weight": 0.45}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 4 and metrics["label_space"] == "voc-20"
+
+
+def test_car_definition_matches_the_original_semantic_iou():
+    """CaR's own metric on its golden VOC case: 21 classes, background scored, nothing ignored."""
+    from ovss.metrics import ConfusionMatrix, compute_metrics, image_confusion
+
+    fixture = tiny("car")
+    with np.load(fixture.weights / "cases" / "voc20_voc.npz") as case:
+        labels, truth = case["label_map"], case["gt_label"]
+        golden = json.loads(str(case["metric_semantic_iou"]))
+    matrix = ConfusionMatrix(21)
+    matrix.add(image_confusion(truth, labels, 21, None))
+    metrics = compute_metrics(matrix.counts, "car")
+    assert metrics["mIoU"] == pytest.approx(100 * golden["mIoU"], abs=1e-10)
+    assert metrics["pACC"] == pytest.approx(100 * golden["Pixel Accuracy"], abs=1e-10)
+
+
+@car
+def test_car_segment_reproduces_the_golden_label_map(tmp_path, capsys):
+    fixture = tiny("car")
+    config = fixture.weights / "configs" / "custom_chelsea.yaml"
+    with np.load(fixture.weights / "cases" / "custom_chelsea.npz") as case:
+        image, golden = case["image"], case["label_map"].astype(np.int64) - 1
+        vocabulary = json.loads(str(case["vocabulary"]))
+    golden[golden < 0] = 65535
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(image).save(path)
+    code = main(
+        [
+            "segment",
+            "--method",
+            "car",
+            "--config",
+            str(config),
+            "--weights",
+            str(fixture.weights),
+            "--device",
+            "cpu",
+            "--image",
+            str(path),
+            "--classes",
+            *vocabulary,
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    labels = np.asarray(Image.open(tmp_path / "out" / "chelsea.png")).astype(np.int64)
+    assert (labels == golden).mean() >= 0.995
+
+
+@car
+def test_car_eval_tiny_on_mini_voc(tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "eval",
+            "--method",
+            "car",
+            "--dataset",
+            "mini-voc",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--definition",
+            "car",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 4 and metrics["label_space"] == "voc-21"

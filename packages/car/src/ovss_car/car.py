@@ -16,6 +16,7 @@ vocabulary as CAM background words; stuff is painted first, then things, in asce
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from PIL import Image
 from ovss_car.cam import CamOutputs, ClipCam
 from ovss_car.classifier import combine_templates, preprocess_images, template_probabilities
 from ovss_car.crf import crf_labels
-from ovss_car.text import class_embeddings
+from ovss_car.text import class_embeddings, prompt_embeddings
 from ovss_car.visual_prompts import apply_visual_prompts
 
 #: Template of the CAM's background words and of the texts carried between steps.
@@ -76,12 +77,14 @@ class PassResult:
         scores: ``[N]`` final scores (0 when dropped).
         steps: every recurrent step.
         crf_label: ``[H, W]`` CRF argmax (0 = background, j = kept proposal j - 1).
+        timings: seconds in ``cam``, ``prompts``, ``classifier`` and ``crf``.
     """
 
     masks: np.ndarray
     scores: np.ndarray
     steps: list[Step] = field(default_factory=list)
     crf_label: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class CaR:
@@ -96,6 +99,17 @@ class CaR:
         self.cam_clip = cam_clip
         self.sem_clip = sem_clip
         self._background: dict[tuple[str, ...], torch.Tensor] = {}
+        self._prompts: dict[str, torch.Tensor] = {}
+
+    def prompt_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        """``[N, D]`` normalised classifier text embeddings, each prompt encoded once per
+        model (the original re-encodes every text on every step)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
+        if missing:
+            self._prompts.update(
+                zip(missing, prompt_embeddings(self.sem_clip, missing), strict=True)
+            )
+        return torch.stack([self._prompts[p] for p in prompts])
 
     def background_embeddings(self, words: tuple[str, ...] | None) -> torch.Tensor | None:
         """``[n_bg, D]`` CAM background text embeddings (cached per word list)."""
@@ -112,7 +126,9 @@ class CaR:
     ) -> torch.Tensor:
         size = self.sem_clip.visual.input_resolution
         inputs = preprocess_images(prompted, size).to(self.sem_clip.visual.conv1.weight.device)
-        probabilities = template_probabilities(self.sem_clip, inputs, semantic_texts)
+        probabilities = template_probabilities(
+            self.sem_clip, inputs, semantic_texts, self.prompt_embeddings
+        )
         return combine_templates(probabilities) if len(semantic_texts) > 1 else probabilities[0]
 
     @torch.no_grad()
@@ -135,8 +151,18 @@ class CaR:
         steps: list[Step] = []
         previous_positive = 0
         masks = previous_masks = None
+        timings = dict.fromkeys(("cam", "prompts", "classifier", "crf"), 0.0)
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] += now - clock
+            clock = now
+
         while True:
             outputs = cam(image, class_embeddings(self.cam_clip, cam_texts, None))
+            lap("cam")
             prompted = [
                 rgb
                 if mask.sum() <= 1
@@ -147,7 +173,9 @@ class CaR:
                 )
                 for mask in outputs.masks
             ]
+            lap("prompts")
             scores = self._classify(prompted, semantic_texts)
+            lap("classifier")
             diagonal = torch.diagonal(scores)
             kept = [
                 i
@@ -171,6 +199,7 @@ class CaR:
                 break
             previous_positive = positive
         label = crf_labels(rgb, masks, settings.bg_factor)
+        lap("crf")
         refined = [(label == j).astype(np.float32) for j in range(1, int(label.max()) + 1)]
         final_masks = np.zeros((len(names), *rgb.shape[:2]), np.float32)
         final_scores = np.zeros(len(names), np.float32)
@@ -184,7 +213,7 @@ class CaR:
         ):
             final_masks[index] = mask
             final_scores[index] = score
-        return PassResult(final_masks, final_scores, steps, label)
+        return PassResult(final_masks, final_scores, steps, label, timings)
 
 
 def assign_labels(

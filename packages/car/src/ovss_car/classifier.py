@@ -9,6 +9,8 @@ re-encodes it for every template: the same numbers, 15 times the work).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from clip.model import CLIP
@@ -46,14 +48,21 @@ def image_embeddings(model: CLIP, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def template_probabilities(
-    model: CLIP, images: torch.Tensor, texts_per_template: list[list[str]]
+    model: CLIP,
+    images: torch.Tensor,
+    texts_per_template: list[list[str]],
+    embed: Callable[[list[str]], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``[T, N, C]``: per template, softmax over the C texts of each image's scaled cosines."""
+    """``[T, N, C]``: per template, softmax over the C texts of each image's scaled cosines.
+
+    ``embed`` maps prompts to normalised text embeddings (default: encode them now).
+    """
     embedded = image_embeddings(model, images)
     scale = model.logit_scale.exp()
+    embed = embed or (lambda texts: prompt_embeddings(model, texts))
     probabilities = []
     for texts in texts_per_template:
-        logits = scale * embedded @ prompt_embeddings(model, texts).T
+        logits = scale * embedded @ embed(texts).T
         probabilities.append(F.softmax(logits.float(), dim=-1))
     return torch.stack(probabilities)
 

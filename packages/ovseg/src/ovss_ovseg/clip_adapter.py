@@ -18,6 +18,7 @@ from detectron2.structures import BitMasks
 from torch import nn
 from torch.nn import functional as F
 
+from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
 from ovss_common.prompts import VILD_TEMPLATES, template_means
 
 #: CLIP's image statistics on 0-255 RGB.
@@ -28,32 +29,7 @@ REGION_SIZE = 224
 #: OVSeg classifies regions with this fixed temperature (not CLIP's ``logit_scale``).
 TEMPERATURE = 100.0
 #: Geometry of the OpenAI CLIPs of the released models (``clip.model.CLIP`` arguments).
-CLIP_GEOMETRIES: dict[str, dict[str, int]] = {
-    "ViT-L/14": dict(
-        embed_dim=768,
-        image_resolution=224,
-        vision_layers=24,
-        vision_width=1024,
-        vision_patch_size=14,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=768,
-        transformer_heads=12,
-        transformer_layers=12,
-    ),
-    "ViT-B/16": dict(
-        embed_dim=512,
-        image_resolution=224,
-        vision_layers=12,
-        vision_width=768,
-        vision_patch_size=16,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=512,
-        transformer_heads=8,
-        transformer_layers=12,
-    ),
-}
+CLIP_GEOMETRIES = OPENAI_CLIP_GEOMETRIES
 
 
 def clip_geometry(state: dict[str, torch.Tensor]) -> dict[str, int]:

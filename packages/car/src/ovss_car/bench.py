@@ -1,0 +1,103 @@
+"""``python -m ovss_car.bench``: CaR speed and memory at full size, random weights.
+
+The official VOC setting (``configs/voc.yaml``: ViT-B/16 CAM CLIP, ViT-L/14 classifier,
+circle + blur prompts, DenseCRF) with random OpenAI-architecture weights, on the first
+``--images`` images (default 1) with CaR's 20 VOC names: seconds per image (wall and process
+CPU), recurrent steps, the split between CAM, prompting, classifier and CRF, and peak RSS.
+Results are written to ``--out`` after every image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from clip.model import CLIP
+from PIL import Image
+
+from ovss_car.car import CaR
+from ovss_car.config import CONFIG_DIR, load_config
+from ovss_common.bench import device_name, summary, timed
+from ovss_common.class_lists import method_names
+from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
+from ovss_common.images import read_image
+from ovss_common.outputs import write_json
+from ovss_common.server import peak_rss_bytes
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def random_clip(name: str, device: torch.device, dtype: torch.dtype) -> CLIP:
+    """An OpenAI-architecture CLIP with OpenAI's random initialisation."""
+    return CLIP(**OPENAI_CLIP_GEOMETRIES[name]).to(device=device, dtype=dtype).eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, required=True, help="folder of images")
+    parser.add_argument("--images", type=int, default=1, help="use the first N images")
+    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "voc.yaml")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = paths[: args.images]
+    if not paths:
+        print(f"bench: error: no images in {args.folder}", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = CaR(
+        random_clip(config.cam_checkpoint, device, dtype),
+        random_clip(config.semantic_checkpoint, device, dtype),
+    )
+    result: dict[str, Any] = {
+        "what": f"CaR {args.config.name}, random OpenAI-architecture weights, CaR's VOC names",
+        "device": str(device),
+        "device_name": device_name(device),
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "model_build_seconds": time.perf_counter() - start,
+    }
+    names = [name for name in method_names("voc-21", "car") if name is not None]
+    settings = config.pass_settings()
+    runs, per_image = [], {}
+    for path in paths:
+        picture = Image.fromarray(read_image(path, exif_transpose=False).rgb)
+        run = timed(lambda picture=picture: model.run(picture, names, settings), device)
+        runs.append(run)
+        outcome = run[2]
+        per_image[path.name] = {
+            "hw": [picture.height, picture.width],
+            "steps": len(outcome.steps),
+            "texts_per_step": [[len(s.cam_texts), len(s.kept)] for s in outcome.steps],
+            "stage_seconds": outcome.timings,
+            **summary([run]),
+        }
+        result["per_image"] = per_image
+        result["image"] = summary(runs)
+        result["peak_rss_bytes"] = peak_rss_bytes()
+        if device.type == "cuda":
+            result["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+        write_json(args.out, result)
+        print(f"bench: {path.name}: {run[0]:.1f} s", file=sys.stderr)
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
