@@ -53,13 +53,11 @@ def grid_positional_embedding(model: CLIP, grid: tuple[int, int]) -> torch.Tenso
 
 
 def block_with_attention(
-    block: torch.nn.Module, x: torch.Tensor
+    block: torch.nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One residual block on ``[L, B, C]`` tokens; also returns its head-averaged attention
-    ``[B, L, L]``."""
-    attended, weights = block.attn(
-        *(block.ln_1(x),) * 3, need_weights=True, attn_mask=block.attn_mask
-    )
+    """One residual block on ``[L, B, C]`` tokens (optional additive ``[L, L]`` mask); also
+    returns its head-averaged attention ``[B, L, L]``."""
+    attended, weights = block.attn(*(block.ln_1(x),) * 3, need_weights=True, attn_mask=attn_mask)
     x = x + attended
     return x + block.mlp(block.ln_2(x)), weights
 
@@ -86,12 +84,17 @@ def encode_image_tokens(
 
 
 def encode_text(model: CLIP, tokens: torch.Tensor) -> torch.Tensor:
-    """``[N, 77]`` token ids -> ``[N, D]`` unnormalised text embeddings (every block)."""
-    x = model.token_embedding(tokens) + model.positional_embedding
+    """``[N, 77]`` token ids -> ``[N, D]`` unnormalised text embeddings (every block).
+
+    The causal tower runs only up to the batch's last end-of-text token: later positions
+    cannot change the pooled one.
+    """
+    eot = tokens.argmax(dim=-1)
+    length = int(eot.max()) + 1
+    x = model.token_embedding(tokens[:, :length]) + model.positional_embedding[:length]
     x = x.transpose(0, 1)
+    mask = model.transformer.resblocks[0].attn_mask[:length, :length].to(x)
     for block in model.transformer.resblocks:
-        x, _ = block_with_attention(block, x)
+        x, _ = block_with_attention(block, x, mask)
     x = model.ln_final(x.transpose(0, 1))
-    return (
-        x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ model.text_projection
-    )
+    return x[torch.arange(x.shape[0], device=x.device), eot] @ model.text_projection
