@@ -21,14 +21,10 @@ from PIL import Image
 
 from ovss_car.car import CaR
 from ovss_car.config import CONFIG_DIR, load_config
-from ovss_common.bench import device_name, summary, timed
+from ovss_common.bench import bench_images, device_name, record_images, summary, timed
 from ovss_common.class_lists import method_names
 from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
 from ovss_common.images import read_image
-from ovss_common.outputs import write_json
-from ovss_common.server import peak_rss_bytes
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def random_clip(name: str, device: torch.device, dtype: torch.dtype) -> CLIP:
@@ -57,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    paths = sorted(
-        (p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: (p.name != args.first, p.name),
-    )[: args.images]
+    paths = bench_images(args.folder, args.images, args.first)
     if not paths:
         print(f"bench: error: no images in {args.folder}", file=sys.stderr)
         return 2
@@ -96,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             **summary([run]),
         }
         result["per_image"] = per_image
-        result["image"] = summary(runs)
-        result["peak_rss_bytes"] = peak_rss_bytes()
-        if device.type == "cuda":
-            result["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-        write_json(args.out, result)
+        record_images(result, runs, device, args.out)
         print(f"bench: {path.name}: {run[0]:.1f} s", file=sys.stderr)
     print(f"bench: wrote {args.out}", file=sys.stderr)
     return 0

@@ -5,7 +5,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from ovss_common.outputs import write_json
+from ovss_common.server import peak_rss_bytes
 
 
 def timed(function: Callable[[], Any], device: Any) -> tuple[float, float, Any]:
@@ -44,3 +48,28 @@ def device_name(device: Any) -> str:
     except OSError:
         pass
     return "cpu"
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def bench_images(folder: Path, count: int | None, first: str | None = None) -> list[Path]:
+    """The first ``count`` images of ``folder`` (sorted by name, ``first`` put in front)."""
+    paths = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: (p.name != first, p.name),
+    )
+    return paths[:count] if count else paths
+
+
+def record_images(
+    result: dict[str, Any], runs: list[tuple[float, float, Any]], device: Any, out: Path
+) -> None:
+    """Add the per-image summary and peak memory to ``result`` and write it to ``out``."""
+    import torch
+
+    result["image"] = summary(runs)
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    if device.type == "cuda":
+        result["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+    write_json(out, result)

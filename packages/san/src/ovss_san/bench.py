@@ -23,16 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ovss_common.bench import device_name, summary, timed
+from ovss_common.bench import bench_images, device_name, record_images, summary, timed
 from ovss_common.class_lists import method_names
 from ovss_common.images import read_image
 from ovss_common.outputs import write_json
-from ovss_common.server import peak_rss_bytes
 from ovss_san.build import MODEL_CONFIGS, build_san
 from ovss_san.config import get_config
 from ovss_san.predictor import SanPredictor
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    paths = paths[: args.images] if args.images else paths
+    paths = bench_images(args.folder, args.images)
     if not paths:
         print(f"bench: error: no images in {args.folder}", file=sys.stderr)
         return 2
@@ -112,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         runs += image_runs
         per_image[path.name] = {"hw": list(rgb.shape[:2]), **summary(image_runs)}
         result["per_image"] = per_image
-        result["image"] = summary(runs)
-        result["peak_rss_bytes"] = peak_rss_bytes()
-        if device.type == "cuda":
-            result["peak_device_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-        write_json(args.out, result)
+        record_images(result, runs, device, args.out)
         print(f"bench: {path.name}: {np.median([r[0] for r in image_runs]):.2f} s", file=sys.stderr)
     print(f"bench: wrote {args.out}", file=sys.stderr)
     return 0
