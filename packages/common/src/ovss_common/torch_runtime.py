@@ -19,13 +19,18 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(name: str, device: str) -> Any:
-    """The torch dtype of ``fp32``/``fp16``/``bf16``; fp16 only on CUDA (CPU kernels lack it)."""
+def torch_dtype(name: str) -> Any:
+    """The torch dtype named ``fp32``, ``fp16`` or ``bf16``."""
     import torch
 
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    """The torch dtype of ``fp32``/``fp16``/``bf16``; fp16 only on CUDA (CPU kernels lack it)."""
     if name == "fp16" and not device.startswith("cuda"):
         raise WorkerError("bad_option", "fp16 needs a CUDA device; use bf16 on the CPU", "dtype")
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+    return torch_dtype(name)
 
 
 def configure(threads: int | None) -> dict[str, Any]:

@@ -15,15 +15,13 @@ Results are written to ``--out`` (JSON) after every measurement.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ovss_common.bench import bench_images, device_name, record_images, summary, timed
+from ovss_common.bench import bench_parser, record_images, start_bench, summary, timed
 from ovss_common.class_lists import method_names
 from ovss_common.images import read_image
 from ovss_common.outputs import write_json
@@ -33,39 +31,17 @@ from ovss_ovseg.predictor import OVSegPredictor
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", type=Path, required=True, help="folder of images")
-    parser.add_argument("--images", type=int, default=1, help="use the first N images")
+    parser = bench_parser(__doc__.splitlines()[0], images=1)
     parser.add_argument(
         "--model", choices=sorted(MODEL_CONFIGS), default="ovseg_swinbase_vitL14_ft_mpt"
     )
     parser.add_argument("--ensemble-weight", type=float, default=0.45)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-
-    torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    paths = bench_images(args.folder, args.images)
-    if not paths:
-        print(f"bench: error: no images in {args.folder}", file=sys.stderr)
-        return 2
-
-    result: dict[str, Any] = {
-        "what": f"OVSeg {args.model}, random weights, eval path, ensemble weight {args.ensemble_weight}",
-        "device": str(device),
-        "device_name": device_name(device),
-        "dtype": args.dtype,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "repeats": args.repeats,
-    }
+    what = f"OVSeg {args.model}, random weights, eval path, ensemble weight {args.ensemble_weight}"
+    setup = start_bench(args, what)
+    device, dtype, paths, result = setup.device, setup.dtype, setup.paths, setup.result
+    result["repeats"] = args.repeats
     start = time.perf_counter()
     cfg = get_config(
         MODEL_CONFIGS[args.model],
