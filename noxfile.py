@@ -88,7 +88,12 @@ def _ovss(session: nox.Session, *args: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the tests of common, the harness and every method package, each in its own env."""
-    env = {**QUIET_ENV, "HF_HUB_OFFLINE": "1", "OVSS_OFFLINE": os.environ.get("OVSS_OFFLINE", "")}
+    env = {
+        **QUIET_ENV,
+        "HF_HUB_OFFLINE": "1",
+        "OVSS_OFFLINE": os.environ.get("OVSS_OFFLINE", ""),
+        "OVSS_REQUIRE_METHODS": "1",
+    }
     projects = [COMMON, *_method_projects(), HARNESS]
     pythons = {project: _sync(session, project) for project in projects}
     for project, python in pythons.items():

@@ -7,6 +7,7 @@ environment before any test runs).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -19,6 +20,10 @@ from ovss.fixtures import tiny
 
 
 def _ready(method: str) -> bool:
+    """Whether the method's environment is built. ``nox -s tests`` builds every environment
+    first and sets ``OVSS_REQUIRE_METHODS=1``: there these tests never skip."""
+    if os.environ.get("OVSS_REQUIRE_METHODS") == "1":
+        return True
     try:
         return environment_status(get_method(method)) == "ready"
     except OvssError:
