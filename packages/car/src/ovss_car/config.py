@@ -1,11 +1,12 @@
 """CaR configuration: the original YAML layout (``clip``, ``car``, ``sam``, ``test``) read as is.
 
 ``CarConfig`` gives typed access to the keys inference reads, with the original model's
-defaults for keys a config leaves out; the other keys (SAM, data roots) are kept untouched.
+defaults for keys a config leaves out; the other keys (data roots) are kept untouched.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from ovss_car.car import PassSettings
+from ovss_car.sam import SamSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -56,6 +58,38 @@ class CarConfig:
     @property
     def dataset(self) -> str | None:
         return self.sections.get("test", {}).get("ds_name")
+
+    def sam(self, key: str, default: Any = None) -> Any:
+        return (self.sections.get("sam") or {}).get(key, default)
+
+    @property
+    def sam_model_type(self) -> str:
+        """``sam.model_type`` (``vit_h`` when the config has no SAM section)."""
+        return str(self.sam("model_type", "vit_h"))
+
+    @property
+    def sam_checkpoint(self) -> Path | None:
+        """``sam.sam_checkpoint`` with environment variables expanded, when it is a file."""
+        value = self.sam("sam_checkpoint")
+        if not value:
+            return None
+        path = Path(os.path.expandvars(str(value)))
+        return path if path.is_file() else None
+
+    def sam_settings(self) -> SamSettings:
+        """The SAM refinement knobs (``sam.*`` and ``car.iom_thres``; original defaults)."""
+        defaults = SamSettings()
+        return SamSettings(
+            points_per_side=int(self.sam("points_per_side", defaults.points_per_side)),
+            pred_iou_thresh=float(self.sam("pred_iou_thresh", defaults.pred_iou_thresh)),
+            stability_score_thresh=float(
+                self.sam("stability_score_thresh", defaults.stability_score_thresh)
+            ),
+            box_nms_thresh=float(self.sam("box_nms_thresh", defaults.box_nms_thresh)),
+            iom_thres=float(self.sections.get("car", {}).get("iom_thres", defaults.iom_thres)),
+            min_pred_threshold=float(self.sam("min_pred_threshold", defaults.min_pred_threshold)),
+            matching_thresh=float(self.sam("matching_thresh", defaults.matching_thresh)),
+        )
 
     def pass_settings(
         self, stuff: bool = False, background: list[str] | None = None

@@ -6,6 +6,10 @@ from the weights zoo unless the folder holds their files. A ``segment`` request'
 names get CaR's second pass (thing vocabulary as CAM background); label indices are positions
 in the vocabulary as sent, 65535 where CaR assigns nothing. Images are not EXIF-rotated, as
 in the original.
+
+The ``sam`` option turns on the optional SAM refinement of every pass's masks: ``true`` takes
+the config's ``sam.sam_checkpoint`` when that file exists, else the released checkpoint of
+``sam.model_type`` from the zoo; a string is a checkpoint path.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from PIL import Image
 from ovss_car.car import CaR, assign_labels
 from ovss_car.clip_model import load_clip
 from ovss_car.config import CONFIG_DIR, CarConfig, load_config
-from ovss_car.zoo import WEIGHTS
+from ovss_car.sam import SamRefiner, refine_masks
+from ovss_car.zoo import SAM_WEIGHTS, WEIGHTS
 from ovss_common.checkpoints import CheckpointError
 from ovss_common.class_lists import class_file
 from ovss_common.hashing import sha256_files
@@ -67,7 +72,7 @@ class CarMethod(Method):
     exif_transpose = False
 
     def load(self, request: LoadRequest) -> dict[str, Any]:
-        check_options(request.options, (), "CaR")
+        check_options(request.options, ("sam",), "CaR")
         device = request.device or default_device()
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
@@ -81,6 +86,7 @@ class CarMethod(Method):
             raise WorkerError(
                 "bad_checkpoint", f"{folder}: CaR weights must be a folder", str(folder)
             )
+        self.refiner = self.sam_refiner(request.options.get("sam", False), device)
         paths = [
             checkpoint_path(name, folder, config_path.parent)
             for name in (self.config.cam_checkpoint, self.config.semantic_checkpoint)
@@ -99,10 +105,36 @@ class CarMethod(Method):
             weights_sha256=sha256_files(paths),
             random_weights=False,
             checkpoints=paths,
+            sam_checkpoint=self.refiner.checkpoint if self.refiner else None,
             device=device,
             **runtime,
         )
         return provenance
+
+    def sam_refiner(self, option: object, device: str) -> SamRefiner | None:
+        """The SAM refiner the ``sam`` option asks for (see the module docstring)."""
+        if option is False or option is None:
+            return None
+        if isinstance(option, str):
+            checkpoint = option
+        elif option is True:
+            model_type = self.config.sam_model_type
+            if self.config.sam_checkpoint is not None:
+                checkpoint = str(self.config.sam_checkpoint)
+            elif model_type in SAM_WEIGHTS:
+                checkpoint = released_weights(SAM_WEIGHTS[model_type])
+            else:
+                raise WorkerError(
+                    "bad_config",
+                    f"sam.model_type {model_type!r} is not one of {', '.join(SAM_WEIGHTS)}",
+                    str(self.config.path),
+                )
+        else:
+            raise WorkerError("bad_option", "sam must be true, false or a checkpoint path", "sam")
+        try:
+            return SamRefiner(checkpoint, self.config.sam_settings(), device)
+        except CheckpointError as exc:
+            raise WorkerError("bad_checkpoint", str(exc), checkpoint) from None
 
     def segment(self, image: DecodedImage, request: SegmentRequest) -> Segmentation:
         start = time.perf_counter()
@@ -123,6 +155,14 @@ class CarMethod(Method):
             result = self.model.run(picture, thing_names, self.config.pass_settings())
             passes.append((result, things))
             details["steps"] = len(result.steps)
+        timings = {"model": time.perf_counter() - start}
+        if self.refiner is not None:
+            ran = time.perf_counter()
+            sam_masks = self.refiner.sam_masks(image.rgb)
+            for result, _ in passes:
+                result.masks = refine_masks(result.masks, sam_masks, self.refiner.settings)
+            details["sam_masks"] = len(sam_masks)
+            timings["sam"] = time.perf_counter() - ran
         ran = time.perf_counter()
         labels = assign_labels(passes, image.rgb.shape[:2], NO_CLASS)
         scores = None
@@ -142,7 +182,7 @@ class CarMethod(Method):
             label_map=labels,
             vocabulary=sent,
             scores=scores,
-            timings={"model": ran - start, "postprocess": time.perf_counter() - ran},
+            timings={**timings, "postprocess": time.perf_counter() - ran},
             extra=details,
         )
 

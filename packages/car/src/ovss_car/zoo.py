@@ -1,4 +1,5 @@
-"""The OpenAI CLIP weights CaR uses, from their Hugging Face mirrors.
+"""The weights CaR uses: OpenAI CLIPs from their Hugging Face mirrors, and SAM for the
+optional refinement.
 
 OpenAI's own download URLs are reported dead; the same weights are mirrored as open_clip
 checkpoints, whose keys are OpenAI's. ``openai_state_dict`` keeps exactly the OpenAI-format
@@ -30,6 +31,25 @@ WEIGHTS = {
         filename="openai_ViT-L-14.bin",
         url=_MIRROR.format("vit_large_patch14_clip_224.openai"),
     ),
+}
+
+_SAM = "https://dl.fbaipublicfiles.com/segment_anything/{}"
+
+#: SAM checkpoints for the optional refinement, by ``sam.model_type``; the publisher's file
+#: names carry the first six hex digits of each file's MD5.
+SAM_WEIGHTS = {
+    model_type: WeightsEntry(
+        name=f"sam_{model_type}",
+        method="car",
+        filename=filename,
+        url=_SAM.format(filename),
+        md5_prefix=filename.rsplit("_", 1)[1].removesuffix(".pth"),
+    )
+    for model_type, filename in (
+        ("vit_h", "sam_vit_h_4b8939.pth"),
+        ("vit_l", "sam_vit_l_0b3195.pth"),
+        ("vit_b", "sam_vit_b_01ec64.pth"),
+    )
 }
 
 #: Keys an OpenAI-format ViT CLIP state dict must have (besides the blocks).
