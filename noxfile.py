@@ -8,7 +8,10 @@
     nox -s bench-san [-- --images N --model san_vit_large_14 --device cuda]
     nox -s bench-ovseg [-- --images N --model ovseg_R101c_vitB16_ft_mpt]
     nox -s bench-car [-- --images N --device cuda --dtype fp16]
+    nox -s demo [-- --tiny | --image PATH --classes NAME...]   all methods side by side
+    nox -s compare -- --dataset mini-voc [--tiny --harmonised --limit N]
     nox -s ovss -- <any ovss command>
+    nox -s app [-- --tiny --methods san --port 7860]    the web demo on 127.0.0.1
 
 No session uses a nox virtualenv: every project (harness/, packages/*) is a uv project
 with its own uv.lock, synced into its own ``.venv`` with ``uv sync --locked``.
@@ -130,6 +133,48 @@ def setup(session: nox.Session) -> None:
 def ovss(session: nox.Session) -> None:
     """Any ovss command: nox -s ovss -- segment --method san --image a.jpg --classes cat --out out"""
     _ovss(session, *session.posargs)
+
+
+def _app_methods(args: list[str]) -> list[str]:
+    """The methods named after ``--methods`` in ``ovss app`` arguments; all present ones if none."""
+    if "--methods" not in args:
+        return [project.name for project in _method_projects()]
+    names = []
+    for arg in args[args.index("--methods") + 1 :]:
+        if arg.startswith("-"):
+            break
+        names.append(arg)
+    return names
+
+
+@nox.session
+def app(session: nox.Session) -> None:
+    """The web demo on 127.0.0.1: nox -s app [-- --tiny --methods san ovseg --port 7860]."""
+    for method in _app_methods(session.posargs):
+        project = ROOT / "packages" / method
+        if (project / "pyproject.toml").is_file():
+            _sync(session, project)
+    _ovss(session, "app", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Every method on the embedded demo images (or --image/--classes) -> results/demo/index.html.
+
+    Needs each method's official weights (downloaded once, checksummed); offline it names the
+    missing files. ``-- --tiny`` runs the untrained golden fixtures instead.
+    """
+    for project in _method_projects():
+        _sync(session, project)
+    _ovss(session, "demo", *session.posargs)
+
+
+@nox.session
+def compare(session: nox.Session) -> None:
+    """Evaluate every method on a dataset -> results/<dataset>/report.{html,md}, metrics.csv."""
+    for project in _method_projects():
+        _sync(session, project)
+    _ovss(session, "compare", *(session.posargs or ["--dataset", "mini-voc"]))
 
 
 def _env_session(method: str):

@@ -12,19 +12,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ovss.compare import CompareSettings, run_compare
 from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_dataset
+from ovss.demo import DemoItem, DemoSettings, default_items, run_demo
 from ovss.environments import KNOWN_METHODS, discover_methods, environment_status
 from ovss.errors import OvssError
 from ovss.evaluator import evaluate_folders
-from ovss.fixtures import tiny
 from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
-from ovss.runner import EvalSettings, run_eval
+from ovss.report import write_report
+from ovss.runner import EvalSettings, default_out, run_eval
 from ovss.segment import SegmentSettings, run_segment
 from ovss.vocabulary import clean_vocabulary, read_classes_file, resolve_vocabulary
-from ovss.worker import ModelSettings
+from ovss.worker import ModelSettings, model_settings
 from ovss_common.downloads import DownloadError
 from ovss_common.outputs import write_json
-from ovss_common.protocol import LoadRequest
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -95,6 +96,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-space", help="score in this label space instead of the native one"
     )
     evaluate.add_argument("--restart", action="store_true", help="discard a previous run in --out")
+    evaluate.add_argument(
+        "--harmonised",
+        action="store_true",
+        help="the dataset's label space, canonical names and ViLD templates for every method",
+    )
+
+    demo = commands.add_parser("demo", help="all methods side by side on demo images")
+    demo.add_argument("--image", nargs="+", type=Path, help="default: the embedded demo images")
+    demo.add_argument("--classes", nargs="+", metavar="NAME", help="vocabulary for --image")
+    demo.add_argument("--classes-file", type=Path, help="vocabulary for --image, one per line")
+    demo.add_argument("--methods", nargs="+", choices=KNOWN_METHODS, default=list(KNOWN_METHODS))
+    demo.add_argument("--tiny", action="store_true", help="golden tiny fixtures (untrained)")
+    demo.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    demo.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    demo.add_argument("--threads", type=_positive_int, help="CPU threads of each worker")
+    demo.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    demo.add_argument("--out", type=Path, default=Path("results") / "demo")
+
+    compare = commands.add_parser("compare", help="evaluate every method on a dataset, one report")
+    compare.add_argument("--dataset", required=True)
+    compare.add_argument("--methods", nargs="+", choices=KNOWN_METHODS, default=list(KNOWN_METHODS))
+    compare.add_argument("--limit", type=_positive_int)
+    compare.add_argument("--definition", choices=DEFINITIONS, default=DEFAULT_DEFINITION)
+    compare.add_argument(
+        "--harmonised",
+        action="store_true",
+        help="the dataset's label space, canonical names and ViLD templates for every method",
+    )
+    compare.add_argument("--disagreements", type=int, default=3, help="images shown (default 3)")
+    compare.add_argument("--tiny", action="store_true", help="golden tiny fixtures (untrained)")
+    compare.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    compare.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    compare.add_argument("--threads", type=_positive_int, help="CPU threads of each worker")
+    compare.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    compare.add_argument("--out", type=Path, help="default: results/<dataset>")
 
     metrics = commands.add_parser("metrics", help="score a folder of label maps")
     metrics.add_argument("--pred", required=True, type=Path)
@@ -118,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--labels", required=True, type=Path)
     register.add_argument("--classes-file", required=True, type=Path)
     register.add_argument("--ignore-label", type=int, default=255)
+
+    app = commands.add_parser("app", help="serve the web demo on 127.0.0.1")
+    app.add_argument(
+        "--methods", nargs="+", metavar="METHOD", help="default: every method in this checkout"
+    )
+    app.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    app.add_argument("--port", type=_positive_int, default=7860)
+    app.add_argument(
+        "--tiny",
+        action="store_true",
+        help="run every method on its golden tiny fixture (untrained: for smoke runs)",
+    )
     return parser
 
 
@@ -136,27 +184,25 @@ def _methods() -> int:
 
 
 def _model_settings(args: argparse.Namespace) -> ModelSettings:
-    config, weights = args.config, args.weights
-    if args.tiny:
-        if config or weights:
-            raise OvssError("--tiny picks the config and weights: drop --config/--weights")
-        fixture = tiny(args.method, args.pipeline)
-        config, weights = str(fixture.config), str(fixture.weights)
-        print(
-            f"ovss: {args.method} with its untrained tiny fixture ({fixture.weights}): "
-            "outputs exercise the pipeline, their numbers mean nothing",
-            file=sys.stderr,
-        )
-    load = LoadRequest(
-        config=config,
-        weights=weights,
+    settings = model_settings(
+        args.method,
+        tiny=args.tiny,
+        config=args.config,
+        weights=args.weights,
+        timeout=args.timeout,
         device=args.device,
         dtype=args.dtype,
         threads=args.threads,
         pipeline=args.pipeline,
         options=dict(args.option),
     )
-    return ModelSettings(method=args.method, load=load, timeout=args.timeout, untrained=args.tiny)
+    if args.tiny:
+        print(
+            f"ovss: {args.method} with its untrained tiny fixture ({settings.load.weights}): "
+            "outputs exercise the pipeline, their numbers mean nothing",
+            file=sys.stderr,
+        )
+    return settings
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -176,7 +222,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    out = args.out or Path("results") / args.dataset / args.method
+    out = args.out or default_out(args.dataset, args.method, args.harmonised)
     settings = EvalSettings(
         model=_model_settings(args),
         dataset=args.dataset,
@@ -185,6 +231,7 @@ def _eval(args: argparse.Namespace) -> int:
         definition=args.definition,
         label_space=args.label_space,
         restart=args.restart,
+        harmonised=args.harmonised,
     )
     metrics = run_eval(settings)
     miou = "n/a" if metrics["mIoU"] is None else f"{metrics['mIoU']:.2f}"
@@ -201,6 +248,65 @@ def _eval(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.image:
+        vocabulary = resolve_vocabulary("demo", args.classes, args.classes_file, None)
+        items = [DemoItem(stem=p.stem, image=p, vocabulary=vocabulary) for p in args.image]
+        if len({item.stem for item in items}) != len(items):
+            raise OvssError("two --image files share a stem; their outputs would collide")
+    elif args.classes or args.classes_file:
+        raise OvssError("--classes/--classes-file go with --image")
+    else:
+        items = default_items(args.out / "inputs")
+    models = [
+        model_settings(
+            method,
+            tiny=args.tiny,
+            timeout=args.timeout,
+            device=args.device,
+            dtype=args.dtype,
+            threads=args.threads,
+            pipeline="demo",
+        )
+        for method in args.methods
+    ]
+    index = run_demo(DemoSettings(models=models, items=items, out=args.out))
+    untrained = " (untrained tiny weights)" if args.tiny else ""
+    print(f"demo{untrained}: {len(items)} images x {len(models)} methods -> {index}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    models = [
+        model_settings(
+            method,
+            tiny=args.tiny,
+            timeout=args.timeout,
+            device=args.device,
+            dtype=args.dtype,
+            threads=args.threads,
+        )
+        for method in args.methods
+    ]
+    settings = CompareSettings(
+        models=models,
+        dataset=args.dataset,
+        out=args.out or Path("results") / args.dataset,
+        limit=args.limit,
+        definition=args.definition,
+        harmonised=args.harmonised,
+        disagreements=args.disagreements,
+    )
+    comparison = run_compare(settings)
+    paths = write_report(comparison)
+    for result in comparison.results:
+        miou = "n/a" if result.metrics["mIoU"] is None else f"{result.metrics['mIoU']:.2f}"
+        print(f"{result.method:6s} mIoU {miou} ({result.space.name}, {args.definition})")
+    print(f"report -> {paths['html']}, {paths['markdown']}, {paths['csv']}")
+    failed = sum(result.metrics["num_failed"] for result in comparison.results)
+    return 1 if failed else 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -241,14 +347,26 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    """Serve the web demo until interrupted (gradio is imported here: it is slow to import)."""
+    from ovss.app import AppSettings, resolve_methods, serve
+
+    methods = resolve_methods(args.methods)
+    serve(AppSettings(methods=methods, device=args.device, port=args.port, tiny=args.tiny))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "methods": _methods,
         "segment": lambda: _segment(args),
         "eval": lambda: _eval(args),
+        "demo": lambda: _demo(args),
+        "compare": lambda: _compare(args),
         "metrics": lambda: _metrics(args),
         "datasets": lambda: _datasets(args),
+        "app": lambda: _app(args),
     }
     try:
         return handlers[args.command]()

@@ -9,6 +9,7 @@ Output folder layout::
     OUT/failures.jsonl            images that failed, one JSON object per line
     OUT/worker.log                the worker's stderr
     OUT/metrics.json              metrics over every finished image
+    OUT/sem_seg_predictions.json  the predictions as detectron2-style COCO RLE (dataset ids)
 
 Re-running the same command resumes: images with a confusion file are not predicted again.
 A folder made by a run with another cache key is refused unless ``restart`` is set.
@@ -33,9 +34,20 @@ from ovss.errors import OvssError
 from ovss.evaluator import SemSegEvaluator, load_confusion, save_confusion
 from ovss.metrics import NO_CLASS, image_confusion
 from ovss.provenance import provenance, vocabulary_sha256
+from ovss.rle import export_predictions
 from ovss.worker import ModelSettings, Worker, WorkerDied, WorkerFailure
 from ovss_common.outputs import LabelMapError, read_label_map, write_json, write_label_map
+from ovss_common.prompts import VILD_TEMPLATES
 from ovss_common.protocol import LoadRequest
+
+#: The name the label spaces give their canonical class names under (no method uses it).
+CANONICAL = "canonical"
+#: Load options that make a method use the harmonised prompt templates: SAN and OVSeg use
+#: the ViLD templates natively; CaR's classifier gets them instead of its own 15.
+#: CaR's VOC config also stops swapping VOC names for its longer ones.
+HARMONISED_OPTIONS: dict[str, dict[str, Any]] = {
+    "car": {"semantic_templates": list(VILD_TEMPLATES), "voc_names": False}
+}
 
 
 @dataclass
@@ -49,6 +61,17 @@ class EvalSettings:
     definition: str = "d2-v0.6"
     label_space: str | None = None
     restart: bool = False
+    harmonised: bool = False
+
+    @property
+    def protocol(self) -> str:
+        """``native`` (each method's own names, label space and templates) or ``harmonised``."""
+        return "harmonised" if self.harmonised or self.label_space else "native"
+
+
+def default_out(dataset: str, method: str, harmonised: bool = False) -> Path:
+    """``results/<dataset>/<method>`` (``<method>-harmonised`` for the harmonised protocol)."""
+    return Path("results") / dataset / (f"{method}-harmonised" if harmonised else method)
 
 
 @dataclass
@@ -66,24 +89,38 @@ class EvalPlan:
 
 
 def plan_eval(settings: EvalSettings) -> EvalPlan:
+    """Resolve the method, dataset, label space and vocabulary of an evaluation.
+
+    Natively a method gets its own label space and class names. Harmonised, every method
+    gets the dataset's label space, its canonical class names and the ViLD templates
+    (``HARMONISED_OPTIONS``), so that only the models differ.
+    """
     package = get_method(settings.model.method)
     dataset = get_dataset(settings.dataset)
     if dataset.name == "mini-voc":
         build_mini_voc(dataset.root_path())
-    space = dataset.space_for(package.name, settings.label_space)
-    vocabulary, ids = space.vocabulary(package.name)
+    if settings.harmonised:
+        space = dataset.space_for(package.name, settings.label_space or dataset.label_space)
+        names_from = CANONICAL
+        options = HARMONISED_OPTIONS.get(package.name, {})
+    else:
+        space = dataset.space_for(package.name, settings.label_space)
+        names_from = package.name
+        options = {}
+    vocabulary, ids = space.vocabulary(names_from)
     return EvalPlan(
         package=package,
         dataset=dataset,
         space=space,
         vocabulary=vocabulary,
         lut=space.prediction_lut(ids),
-        stuff=space.stuff_names(package.name),
+        stuff=space.stuff_names(names_from),
         samples=dataset.samples(settings.limit),
         load=dataclasses.replace(
             settings.model.load,
             options={
                 **dataset.method_options.get(package.name, {}),
+                **options,
                 **settings.model.load.options,
             },
         ),
@@ -102,6 +139,7 @@ def cache_key(settings: EvalSettings, plan: EvalPlan, load_info: dict[str, Any])
         "vocabulary_sha256": vocabulary_sha256(plan.vocabulary),
         "pipeline": plan.load.pipeline,
         "dtype": plan.load.dtype,
+        "protocol": settings.protocol,
         "options": plan.load.options,
     }
 
@@ -139,7 +177,7 @@ class _Run:
             plan.vocabulary,
             dataset=plan.dataset.name,
             label_space=plan.space.name,
-            protocol="native" if settings.label_space is None else "harmonised",
+            protocol=settings.protocol,
             definition=settings.definition,
             untrained_weights=settings.model.untrained,
         )
@@ -236,4 +274,11 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
             }
         )
     write_json(settings.out / "metrics.json", metrics)
+    finished = {
+        str(sample.image): path
+        for sample in plan.samples
+        if (path := settings.out / "predictions" / f"{sample.stem}.png").is_file()
+        and run.confusion_path(sample.stem).is_file()
+    }
+    export_predictions(finished, settings.out / "sem_seg_predictions.json")
     return metrics

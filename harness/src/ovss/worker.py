@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from ovss.environments import MethodPackage, ensure_environment
 from ovss.errors import OvssError
+from ovss.fixtures import tiny as tiny_fixture
 from ovss_common import protocol
 from ovss_common.protocol import LoadRequest
 
@@ -44,6 +45,31 @@ class ModelSettings:
 
     def load_request(self) -> dict[str, Any]:
         return dataclasses.asdict(self.load)
+
+
+def model_settings(
+    method: str,
+    *,
+    tiny: bool = False,
+    config: str | None = None,
+    weights: str | None = None,
+    timeout: float | None = None,
+    **load: Any,
+) -> ModelSettings:
+    """The model of ``method``: ``config``/``weights`` (None: the method's official defaults),
+    or with ``tiny`` its golden tiny fixture for ``load["pipeline"]``; ``load`` holds the
+    other ``LoadRequest`` fields (device, dtype, threads, pipeline, options)."""
+    if tiny:
+        if config or weights:
+            raise OvssError("--tiny picks the config and weights: drop --config/--weights")
+        fixture = tiny_fixture(method, load.get("pipeline", "eval"))
+        config, weights = str(fixture.config), str(fixture.weights)
+    return ModelSettings(
+        method=method,
+        load=LoadRequest(config=config, weights=weights, **load),
+        timeout=timeout,
+        untrained=tiny,
+    )
 
 
 class WorkerFailure(OvssError):
