@@ -11,7 +11,10 @@
     nox -s demo [-- --tiny | --image PATH --classes NAME...]   all methods side by side
     nox -s compare -- --dataset mini-voc [--tiny --harmonised --limit N]
     nox -s ovss -- <any ovss command>
+    nox -s docs [-- san ovseg car]    re-measure the tables of docs/architectures.md (ovss inspect)
     nox -s app [-- --tiny --methods san --port 7860]    the web demo on 127.0.0.1
+    nox -s outdated [-- --json]                 locked vs newest version of each dependency
+    nox -s upgrade-<method> [-- --package NAME[==VERSION] ... --keep]   re-lock, test, keep/undo
 
 No session uses a nox virtualenv: every project (harness/, packages/*) is a uv project
 with its own uv.lock, synced into its own ``.venv`` with ``uv sync --locked``.
@@ -203,9 +206,27 @@ def _eval_session(method: str):
     return evaluate
 
 
+def _upgrade_session(method: str):
+    def lift(session: nox.Session) -> None:
+        _ovss(session, "upgrade", "--method", method, *session.posargs)
+
+    lift.__doc__ = (
+        f"Re-lock packages/{method} (all or -- --package NAME[==VERSION]...), run its tests, "
+        "keep the upgrade or restore the previous lock (docs/upgrading.md)."
+    )
+    return lift
+
+
 for _method in METHODS:
     nox.session(name=f"env-{_method}")(_env_session(_method))
     nox.session(name=f"eval-{_method}")(_eval_session(_method))
+    nox.session(name=f"upgrade-{_method}")(_upgrade_session(_method))
+
+
+@nox.session
+def outdated(session: nox.Session) -> None:
+    """Each package's direct dependencies: locked and newest version (-- --json for JSON)."""
+    _ovss(session, "outdated", *session.posargs)
 
 
 def _bench(session: nox.Session, method: str, default_out: str) -> None:
@@ -254,3 +275,45 @@ def bench_car(session: nox.Session) -> None:
     Options: --images N (default 1), --config FILE, --device, --dtype, --threads, --out FILE.
     """
     _bench(session, "car", "car.json")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate the measured tables of docs/architectures.md.
+
+    Runs ``ovss inspect`` for each method at full size with random weights on the CPU
+    (2 threads; reports in results/inspect/<method>.json), then rewrites the page's generated
+    sections from the reports; hand-written text is kept. Takes about 5 minutes on 2 cores.
+    Options: the methods to redo (default all), e.g. ``nox -s docs -- san``.
+    """
+    methods = session.posargs or list(METHODS)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        session.error(f"unknown method {unknown[0]!r} (have {', '.join(METHODS)})")
+    reports = [ROOT / "results" / "inspect" / f"{method}.json" for method in methods]
+    for method, report in zip(methods, reports, strict=True):
+        _sync(session, ROOT / "packages" / method)
+        _ovss(
+            session,
+            "inspect",
+            "--method",
+            method,
+            "--random-weights",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--out",
+            str(report),
+        )
+    python = _sync(session, HARNESS)
+    session.run(
+        str(python),
+        "-m",
+        "ovss.inspect",
+        "--doc",
+        str(ROOT / "docs" / "architectures.md"),
+        *map(str, reports),
+        external=True,
+        env=QUIET_ENV,
+    )

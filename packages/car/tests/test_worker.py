@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from conftest import GOLDEN
 from PIL import Image
 
+from ovss_car.worker import CarMethod
 from ovss_common.outputs import read_label_map
+from ovss_common.protocol import LoadRequest, WorkerError
 from ovss_common.testing import WorkerClient, error_of
 
 NO_CLASS = 65535
@@ -128,3 +132,22 @@ def test_bad_loads(tmp_path, monkeypatch):
         assert error["type"] == "bad_config"
     finally:
         client.close()
+
+
+def test_harmonised_options_replace_templates_and_keep_voc_names():
+    method = CarMethod()
+    request = LoadRequest(
+        config=str(GOLDEN / "configs" / "voc20_voc.yaml"),
+        weights=str(GOLDEN),
+        device="cpu",
+        threads=2,
+        options={"semantic_templates": ["a photo of a {}.", "a {}."], "voc_names": False},
+    )
+    method.load(request)
+    assert method.config.pass_settings().semantic_templates == ("a photo of a {}.", "a {}.")
+    assert not method.renames_voc
+    method.load(dataclasses.replace(request, options={}))
+    assert method.renames_voc and len(method.config.pass_settings().semantic_templates) == 15
+    for bad in ([], ["no placeholder"], "a {}"):
+        with pytest.raises(WorkerError, match="semantic_templates"):
+            method.load(dataclasses.replace(request, options={"semantic_templates": bad}))

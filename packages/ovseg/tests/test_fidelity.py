@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import CASES, CASES_INFO
 
+from ovss_common.fidelity import record
 from ovss_ovseg.predictor import OVSegPredictor
 
 ATOL = {
@@ -113,6 +114,7 @@ def test_classification(run):
 
 def test_scores_and_labels(run):
     case, prediction = run
+    record(case.name, "scores", prediction.scores, case["scores"])
     close("scores", prediction.scores, case["scores"])
     labels = prediction.label_map
     if case.pipeline == "eval":

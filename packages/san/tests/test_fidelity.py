@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import CASES
 
+from ovss_common.fidelity import record
 from ovss_san.predictor import SanPredictor
 
 #: array -> (atol, rtol)
@@ -79,6 +80,7 @@ def test_intermediates_match(case_run):
 def test_scores_and_labels_match(case_run):
     case, _, prediction = case_run
     assert prediction.vocabulary == case.vocabulary
+    record(case.name, "scores", prediction.scores.numpy(), case["scores"])
     assert_close("scores", prediction.scores.numpy(), case["scores"])
     agreement = (prediction.label_map == case["label"]).mean()
     assert agreement >= 0.999, f"label agreement {agreement:.5f}"

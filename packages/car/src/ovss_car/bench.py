@@ -14,20 +14,14 @@ import time
 from pathlib import Path
 
 import torch
-from clip.model import CLIP
 from PIL import Image
 
 from ovss_car.car import CaR
+from ovss_car.clip_model import random_clip
 from ovss_car.config import CONFIG_DIR, load_config
 from ovss_common.bench import bench_parser, record_images, start_bench, summary, timed
 from ovss_common.class_lists import method_names
-from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
 from ovss_common.images import read_image
-
-
-def random_clip(name: str, device: torch.device, dtype: torch.dtype) -> CLIP:
-    """An OpenAI-architecture CLIP with OpenAI's random initialisation."""
-    return CLIP(**OPENAI_CLIP_GEOMETRIES[name]).to(device=device, dtype=dtype).eval()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     start = time.perf_counter()
     model = CaR(
-        random_clip(config.cam_checkpoint, device, dtype),
-        random_clip(config.semantic_checkpoint, device, dtype),
+        random_clip(config.cam_checkpoint).to(device=device, dtype=dtype),
+        random_clip(config.semantic_checkpoint).to(device=device, dtype=dtype),
     )
     result["model_build_seconds"] = time.perf_counter() - start
     names = [name for name in method_names("voc-21", "car") if name is not None]

@@ -101,6 +101,11 @@ class CaR:
         self._background: dict[tuple[str, ...], torch.Tensor] = {}
         self._prompts: dict[str, torch.Tensor] = {}
 
+    def clear_cache(self) -> None:
+        """Forget the cached text embeddings (classifier prompts and CAM background words)."""
+        self._prompts.clear()
+        self._background.clear()
+
     def prompt_embeddings(self, prompts: list[str]) -> torch.Tensor:
         """``[N, D]`` normalised classifier text embeddings, each prompt encoded once per
         model (the original re-encodes every text on every step)."""

@@ -40,6 +40,14 @@ def load_clip(path: str | Path) -> CLIP:
     return model.float().eval()
 
 
+def random_clip(name: str) -> CLIP:
+    """The OpenAI CLIP architecture ``name`` (``ViT-B/16``, ``ViT-L/14``) with OpenAI's random
+    initialisation, fp32, eval mode; KeyError for another name."""
+    from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
+
+    return CLIP(**OPENAI_CLIP_GEOMETRIES[name]).float().eval()
+
+
 def grid_positional_embedding(model: CLIP, grid: tuple[int, int]) -> torch.Tensor:
     """``[1 + h*w, C]``: the image tower's positional embedding bilinearly resized to ``grid``
     (class row kept), rounded through fp16 as the original does."""

@@ -59,6 +59,11 @@ class CarConfig:
     def dataset(self) -> str | None:
         return self.sections.get("test", {}).get("ds_name")
 
+    def with_car(self, **values: Any) -> CarConfig:
+        """This config with some ``car.*`` values replaced (worker options)."""
+        sections = {**self.sections, "car": {**self.sections.get("car", {}), **values}}
+        return CarConfig(path=self.path, sections=sections)
+
     def sam(self, key: str, default: Any = None) -> Any:
         return (self.sections.get("sam") or {}).get(key, default)
 

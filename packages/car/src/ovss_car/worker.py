@@ -10,6 +10,13 @@ in the original.
 The ``sam`` option turns on the optional SAM refinement of every pass's masks: ``true`` takes
 the config's ``sam.sam_checkpoint`` when that file exists, else the released checkpoint of
 ``sam.model_type`` from the zoo; a string is a checkpoint path.
+
+The ``random_weights`` option (``true``) builds the two CLIPs the config names (official names
+only) with OpenAI's random initialisation, seeded, instead of loading checkpoints.
+
+``semantic_templates`` (a list of strings with ``{}``) replaces the config's classifier
+templates, and ``voc_names: false`` stops the VOC name swap: together they run CaR under the
+harness's harmonised protocol.
 """
 
 from __future__ import annotations
@@ -19,19 +26,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from clip.model import CLIP
 from PIL import Image
 
 from ovss_car.car import CaR, assign_labels
-from ovss_car.clip_model import load_clip
+from ovss_car.clip_model import load_clip, random_clip
 from ovss_car.config import CONFIG_DIR, CarConfig, load_config
 from ovss_car.sam import SamRefiner, refine_masks
 from ovss_car.zoo import SAM_WEIGHTS, WEIGHTS
 from ovss_common.checkpoints import CheckpointError
 from ovss_common.class_lists import class_file
+from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
 from ovss_common.hashing import sha256_files
 from ovss_common.images import DecodedImage
-from ovss_common.loading import check_options, model_provenance, released_weights
-from ovss_common.protocol import NO_CLASS, LoadRequest, SegmentRequest, WorkerError
+from ovss_common.loading import (
+    check_options,
+    model_provenance,
+    released_weights,
+    use_random_weights,
+)
+from ovss_common.protocol import (
+    NO_CLASS,
+    InspectRequest,
+    LoadRequest,
+    SegmentRequest,
+    WorkerError,
+)
 from ovss_common.server import Method, Segmentation, run
 from ovss_common.torch_runtime import (
     configure,
@@ -67,12 +87,27 @@ def voc_names(names: list[str]) -> list[str]:
     return [longer.get(name) or name for name in names]
 
 
+def random_clips(names: tuple[str, ...], config: Path) -> list[CLIP]:
+    """The CLIPs a config names, built with random weights (official names only)."""
+    unknown = [name for name in names if name not in OPENAI_CLIP_GEOMETRIES]
+    if unknown:
+        raise WorkerError(
+            "bad_config",
+            f"random weights need official CLIP names ({', '.join(OPENAI_CLIP_GEOMETRIES)}); "
+            f"the config names {unknown[0]!r}",
+            str(config),
+        )
+    return [random_clip(name) for name in names]
+
+
 class CarMethod(Method):
     name = "car"
     exif_transpose = False
 
     def load(self, request: LoadRequest) -> dict[str, Any]:
-        check_options(request.options, ("sam",), "CaR")
+        check_options(
+            request.options, ("sam", "random_weights", "semantic_templates", "voc_names"), "CaR"
+        )
         device = request.device or default_device()
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
@@ -81,18 +116,32 @@ class CarMethod(Method):
             self.config: CarConfig = load_config(config_path)
         except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
             raise WorkerError("bad_config", str(exc).splitlines()[0], str(config_path)) from None
+        templates = request.options.get("semantic_templates")
+        if templates is not None:
+            if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+                raise WorkerError(
+                    "bad_option",
+                    "semantic_templates must be a non-empty list of strings with {}",
+                    "semantic_templates",
+                )
+            self.config = self.config.with_car(semantic_templates=list(templates))
+        self.rename_voc = bool(request.options.get("voc_names", True))
         folder = Path(request.weights) if request.weights else None
         if folder is not None and not folder.is_dir():
             raise WorkerError(
                 "bad_checkpoint", f"{folder}: CaR weights must be a folder", str(folder)
             )
         self.refiner = self.sam_refiner(request.options.get("sam", False), device)
-        paths = [
-            checkpoint_path(name, folder, config_path.parent)
-            for name in (self.config.cam_checkpoint, self.config.semantic_checkpoint)
-        ]
+        random_weights = use_random_weights(request.options, request.weights)
+        names = (self.config.cam_checkpoint, self.config.semantic_checkpoint)
+        paths = (
+            []
+            if random_weights
+            else [checkpoint_path(name, folder, config_path.parent) for name in names]
+        )
         try:
-            cam_clip, sem_clip = (move(load_clip(path), device, dtype) for path in paths)
+            clips = random_clips(names, config_path) if random_weights else map(load_clip, paths)
+            cam_clip, sem_clip = (move(clip, device, dtype) for clip in clips)
         except CheckpointError as exc:
             raise WorkerError("bad_checkpoint", str(exc), str(folder)) from None
         self.model = CaR(cam_clip, sem_clip)
@@ -102,8 +151,8 @@ class CarMethod(Method):
         )
         provenance.update(
             weights=str(folder) if folder else None,
-            weights_sha256=sha256_files(paths),
-            random_weights=False,
+            weights_sha256=sha256_files(paths) if paths else None,
+            random_weights=random_weights,
             checkpoints=paths,
             sam_checkpoint=self.refiner.checkpoint if self.refiner else None,
             device=device,
@@ -136,11 +185,16 @@ class CarMethod(Method):
         except CheckpointError as exc:
             raise WorkerError("bad_checkpoint", str(exc), checkpoint) from None
 
+    @property
+    def renames_voc(self) -> bool:
+        """Whether plain VOC names become CaR's longer ones (the VOC config, unless turned off)."""
+        return self.rename_voc and self.config.dataset == "voc"
+
     def segment(self, image: DecodedImage, request: SegmentRequest) -> Segmentation:
         start = time.perf_counter()
         picture = Image.fromarray(image.rgb)
         sent = list(request.vocabulary)
-        names = voc_names(sent) if self.config.dataset == "voc" else sent
+        names = voc_names(sent) if self.renames_voc else sent
         stuff = set(request.stuff or ())
         things = [i for i, name in enumerate(sent) if name not in stuff]
         stuffs = [i for i, name in enumerate(sent) if name in stuff]
@@ -185,6 +239,14 @@ class CarMethod(Method):
             timings={**timings, "postprocess": time.perf_counter() - ran},
             extra=details,
         )
+
+    def inspect(self, image: DecodedImage, request: InspectRequest) -> dict[str, Any]:
+        from ovss_car.inspection import inspect_car
+
+        check_options(request.options, (), "CaR inspect")
+        text_names = voc_names if self.renames_voc else list
+        settings = self.config.pass_settings()
+        return inspect_car(self.model, settings, image.rgb, request.vocabulary, text_names)
 
 
 def main() -> None:

@@ -30,6 +30,24 @@ def config_overrides(options: dict[str, Any]) -> list[str]:
     return [str(item) for item in overrides]
 
 
+def use_random_weights(options: dict[str, Any], weights: str | None) -> bool:
+    """The ``random_weights`` option: build the full-size architecture with random
+    initialisation instead of loading weights (nothing is downloaded). When it is on, torch's
+    generator is seeded with 0 so that every random build is the same."""
+    value = options.get("random_weights", False)
+    if not isinstance(value, bool):
+        raise WorkerError("bad_option", "random_weights must be true or false", "random_weights")
+    if value and weights is not None:
+        raise WorkerError(
+            "bad_option", "random_weights and weights exclude each other", "random_weights"
+        )
+    if value:
+        import torch
+
+        torch.manual_seed(0)
+    return value
+
+
 def released_entry(
     options: dict[str, Any], weights: dict[str, WeightsEntry], default: str
 ) -> WeightsEntry:

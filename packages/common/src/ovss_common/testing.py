@@ -47,3 +47,34 @@ def error_of(reply: dict[str, Any]) -> dict[str, Any]:
     if "\n" in error["message"]:
         raise AssertionError(f"error message spans lines: {error['message']!r}")
     return error
+
+
+def check_inspection(result: dict[str, Any], total_parameters: int) -> None:
+    """Assert what every ``inspect`` result must satisfy: parameter rows that add up to the
+    model's ``total_parameters`` (top-level rows, and every row's children), trainable + frozen
+    = total per row, stages with calls and non-negative figures whose sums are the totals, and
+    a scaling measurement with the vocabulary doubled."""
+    parameters = result["parameters"]
+    rows = parameters["rows"]
+    if parameters["total"] != total_parameters:
+        raise AssertionError(f"{parameters['total']} parameters reported, {total_parameters}")
+    if sum(row["total"] for row in rows if row["depth"] == 1) != total_parameters:
+        raise AssertionError("top-level parameter rows do not add up to the total")
+    for row in rows:
+        if row["trainable"] + row["frozen"] != row["total"]:
+            raise AssertionError(f"{row['module']}: trainable + frozen != total")
+        children = [
+            r
+            for r in rows
+            if r["depth"] == row["depth"] + 1 and r["module"].startswith(row["module"] + ".")
+        ]
+        if children and sum(r["total"] for r in children) != row["total"]:
+            raise AssertionError(f"{row['module']}: its rows do not add up to it")
+    stages = result["stages"]
+    if not stages or any(s["calls"] < 1 or s["flops"] < 0 or s["seconds"] < 0 for s in stages):
+        raise AssertionError("every stage must have run, with non-negative figures")
+    if sum(s["flops"] for s in stages) != result["total_flops"]:
+        raise AssertionError("stage FLOPs do not add up to the total")
+    classes = result["scaling"]["classes"]
+    if classes != [len(result["vocabulary"]), 2 * len(result["vocabulary"])]:
+        raise AssertionError(f"scaling measured at {classes}, not at C and 2C")

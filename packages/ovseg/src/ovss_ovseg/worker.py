@@ -7,7 +7,10 @@ Load options (``--option KEY=VALUE`` on the ovss command line):
   with ``--pipeline demo`` the Swin-B model uses the released demo config;
 - ``ensemble_weight``: ``MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT`` (the evaluation protocol's
   per-dataset value: 0.7 ADE, 0.6 Pascal Context, 0.45 VOC; ``ovss eval`` sends it);
-- ``overrides``: a list of ``KEY VALUE`` config overrides (detectron2 style).
+- ``overrides``: a list of ``KEY VALUE`` config overrides (detectron2 style);
+- ``random_weights``: ``true`` builds the architecture with random weights (seeded; the
+  config's ``CLIP_MODEL_NAME`` must be an OpenAI CLIP), nothing downloaded; the provenance
+  records it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from ovss_common.loading import (
     model_provenance,
     released_entry,
     released_weights,
+    use_random_weights,
 )
-from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
+from ovss_common.protocol import InspectRequest, LoadRequest, SegmentRequest, WorkerError
 from ovss_common.server import Method, Segmentation, run
 from ovss_common.torch_runtime import (
     configure,
@@ -37,7 +41,7 @@ from ovss_common.torch_runtime import (
 from ovss_ovseg.predictor import OVSegPredictor
 from ovss_ovseg.zoo import DEFAULT_MODEL, DEMO_CONFIGS, WEIGHTS
 
-OPTIONS = ("model", "overrides", "ensemble_weight")
+OPTIONS = ("model", "overrides", "ensemble_weight", "random_weights")
 #: Largest ``[C, H, W]`` float32 score array a request may ask to save.
 MAX_SCORE_BYTES = 4 << 30
 
@@ -66,11 +70,13 @@ class OVSegMethod(Method):
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
         config, weights = request.config, request.weights
+        random_weights = use_random_weights(request.options, weights)
         if config is None:
             entry = released_entry(request.options, WEIGHTS, DEFAULT_MODEL)
             demo = request.pipeline == "demo"
             config = DEMO_CONFIGS.get(entry.name, entry.config) if demo else entry.config
-            weights = weights if weights is not None else released_weights(entry)
+            if weights is None and not random_weights:
+                weights = released_weights(entry)
         with build_errors(config, weights, (yaml.YAMLError,)):
             model, cfg = load_ovseg(config, weights, "cpu", overrides)
         self.predictor = OVSegPredictor(move(model, device, dtype), cfg)
@@ -116,6 +122,12 @@ class OVSegMethod(Method):
             timings=prediction.timings,
             extra=details,
         )
+
+    def inspect(self, image: DecodedImage, request: InspectRequest) -> dict[str, Any]:
+        from ovss_ovseg.inspection import inspect_ovseg
+
+        check_options(request.options, (), "OVSeg inspect")
+        return inspect_ovseg(self.predictor, image.rgb, request.vocabulary, self.pipeline)
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ Load options (``--option KEY=VALUE`` on the ovss command line):
 - ``model``: a released model name (``san_vit_b_16``, ``san_vit_large_14``) used when no
   config is given; its weights come from the zoo unless ``weights`` is given;
 - ``overrides``: a list of ``KEY VALUE`` config overrides (detectron2 style);
+- ``random_weights``: ``true`` builds the architecture with random weights (seeded), nothing
+  downloaded; the provenance records it;
 - ``expansion`` (demo pipeline only): ``none`` (default), ``COCO-all`` or ``COCO-stuff``:
   the original demo's vocabulary expansion, reported as one appended ``other`` class.
 """
@@ -24,8 +26,9 @@ from ovss_common.loading import (
     model_provenance,
     released_entry,
     released_weights,
+    use_random_weights,
 )
-from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
+from ovss_common.protocol import InspectRequest, LoadRequest, SegmentRequest, WorkerError
 from ovss_common.server import Method, Segmentation, run
 from ovss_common.torch_runtime import (
     configure,
@@ -42,7 +45,7 @@ EXPANSIONS = ("none", "COCO-all", "COCO-stuff")
 MAX_SCORE_BYTES = 4 << 30
 #: COCO-Stuff 171: the first 80 ids are things, the remaining 91 stuff.
 COCO_THINGS = 80
-OPTIONS = ("model", "overrides", "expansion")
+OPTIONS = ("model", "overrides", "expansion", "random_weights")
 
 
 class San(Method):
@@ -67,10 +70,12 @@ class San(Method):
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
         config, weights = request.config, request.weights
+        random_weights = use_random_weights(request.options, weights)
         if config is None:
             entry = released_entry(request.options, WEIGHTS, DEFAULT_MODEL)
             config = entry.config
-            weights = weights if weights is not None else released_weights(entry)
+            if weights is None and not random_weights:
+                weights = released_weights(entry)
         with build_errors(config, weights, (yaml.YAMLError,)):
             model, cfg = load_san(config, weights, "cpu", overrides)
         self.predictor = SanPredictor(move(model, device, dtype), cfg)
@@ -126,6 +131,12 @@ class San(Method):
             timings=prediction.timings,
             extra=details,
         )
+
+    def inspect(self, image: DecodedImage, request: InspectRequest) -> dict[str, Any]:
+        from ovss_san.inspection import inspect_san
+
+        check_options(request.options, (), "SAN inspect")
+        return inspect_san(self.predictor, image.rgb, request.vocabulary, self.pipeline)
 
 
 def main() -> None:

@@ -1,0 +1,96 @@
+"""``inspect`` over the worker protocol on the golden tiny OVSeg: parameters, stages, shapes."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CHECKPOINT, CONFIG
+from PIL import Image
+
+from ovss_common.testing import WorkerClient, check_inspection, error_of
+from ovss_ovseg.build import load_ovseg
+from ovss_ovseg.inspection import REGION_TOWER, trained
+
+VOCABULARY = ["cat", "wall", "floor"]
+
+
+@pytest.fixture(scope="module")
+def worker():
+    client = WorkerClient("ovss_ovseg.worker")
+    reply = client.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu", threads=2)
+    assert reply["ok"], reply
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def inspected(worker, golden_case, tmp_path_factory):
+    case = golden_case("chelsea_custom3")
+    path = tmp_path_factory.mktemp("inspect") / "chelsea.png"
+    Image.fromarray(case["image"]).save(path)
+    reply = worker.ask("inspect", image=str(path), vocabulary=VOCABULARY)
+    assert reply["ok"], reply
+    return reply["result"], case["image"].shape[:2]
+
+
+def test_parameters_add_up_to_the_model(inspected):
+    result, _ = inspected
+    model, _ = load_ovseg(CONFIG, CHECKPOINT)
+    check_inspection(result, sum(p.numel() for p in model.parameters()))
+    expected = sum(p.numel() for name, p in model.named_parameters() if trained(name))
+    assert result["parameters"]["trainable"] == expected
+    rows = {row["module"]: row for row in result["parameters"]["rows"]}
+    assert rows["clip_adapter.clip_model.visual.mask_embedding"]["frozen"] == 0
+    assert rows["clip_adapter.clip_model.transformer"]["trainable"] == 0
+    assert rows["backbone"]["frozen"] == 0
+
+
+def test_network_stages_count_flops(inspected):
+    result, _ = inspected
+    flops = {stage["stage"]: stage["flops"] for stage in result["stages"]}
+    network = [
+        name
+        for name in flops
+        if name.startswith(("backbone", "pixel decoder", "transformer decoder", "text encoder"))
+        or name in (REGION_TOWER, "scores = class scores x masks")
+    ]
+    assert len(network) == 6
+    assert all(flops[name] > 0 for name in network), flops
+
+
+def test_shapes_are_consistent(inspected):
+    result, (height, width) = inspected
+    shapes = {row["tensor"]: row["shape"] for row in result["shapes"]}
+    b, q, h, w = shapes["mask logits"]
+    assert shapes["mask features"][2:] == [h, w]
+    assert shapes["class embeddings"][:2] == [b, q]
+    classes = len(VOCABULARY)
+    assert shapes["text features"] == [classes + 1, shapes["class embeddings"][2]]
+    assert shapes["MaskFormer logits"] == [q, classes + 1]
+    regions = shapes["region crops"][0]
+    assert shapes["region crops"][1:] == [3, 224, 224]
+    assert shapes["CLIP logits"] == [regions, classes + 1]
+    assert shapes["scores"] == [classes, height, width]
+
+
+def test_cost_grows_with_the_vocabulary(inspected):
+    result, _ = inspected
+    rows = {row["stage"]: row for row in result["scaling"]["rows"]}
+    assert rows[REGION_TOWER]["replayed"]
+    text = rows["text encoder: class embeddings"]["flops"]
+    assert text[1] > text[0] > 0
+    for row in rows.values():
+        if not row["per_class"]:
+            assert row["flops"][0] == row["flops"][1], row
+    assert result["scaling"]["flops_per_class"] > 0
+
+
+def test_random_weights_exclude_a_checkpoint(worker):
+    reply = worker.ask(
+        "load",
+        config=str(CONFIG),
+        weights=str(CHECKPOINT),
+        device="cpu",
+        options={"random_weights": True},
+    )
+    assert error_of(reply)["type"] == "bad_option"
+    assert worker.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu")["ok"]
