@@ -42,7 +42,6 @@ def test_san_tiny_prints_the_tables(tmp_path, capsys):
     assert report["total_flops"] > 0
 
 
-@san
 def test_random_weights_and_weights_exclude_each_other(capsys):
     code = main(["inspect", "--method", "san", "--weights", "x.pth", "--random-weights"])
     assert code == 2
