@@ -22,27 +22,16 @@ import imgviz
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
+from test_methods import method_ready
 
 from ovss.app import parse_vocabulary
-from ovss.environments import environment_status, get_method
-from ovss.errors import OvssError
 
 TESTS = Path(__file__).resolve().parent
 TOY_PROJECT = TESTS / "toy_method"
 START_TIMEOUT = 120.0
 
 
-def _ready(method: str) -> bool:
-    """Whether the method's environment is built (always true under ``nox -s tests``)."""
-    if os.environ.get("OVSS_REQUIRE_METHODS") == "1":
-        return True
-    try:
-        return environment_status(get_method(method)) == "ready"
-    except OvssError:
-        return False
-
-
-METHODS = [method for method in ("san", "ovseg", "car") if _ready(method)]
+METHODS = [method for method in ("san", "ovseg", "car") if method_ready(method)]
 
 
 def _free_port() -> int:

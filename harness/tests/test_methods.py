@@ -19,7 +19,7 @@ from ovss.errors import OvssError
 from ovss.fixtures import tiny
 
 
-def _ready(method: str) -> bool:
+def method_ready(method: str) -> bool:
     """Whether the method's environment is built. ``nox -s tests`` builds every environment
     first and sets ``OVSS_REQUIRE_METHODS=1``: there these tests never skip."""
     if os.environ.get("OVSS_REQUIRE_METHODS") == "1":
@@ -30,9 +30,9 @@ def _ready(method: str) -> bool:
         return False
 
 
-san = pytest.mark.skipif(not _ready("san"), reason="the SAN environment is not built")
-ovseg = pytest.mark.skipif(not _ready("ovseg"), reason="the OVSeg environment is not built")
-car = pytest.mark.skipif(not _ready("car"), reason="the CaR environment is not built")
+san = pytest.mark.skipif(not method_ready("san"), reason="the SAN environment is not built")
+ovseg = pytest.mark.skipif(not method_ready("ovseg"), reason="the OVSeg environment is not built")
+car = pytest.mark.skipif(not method_ready("car"), reason="the CaR environment is not built")
 
 
 @san

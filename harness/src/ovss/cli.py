@@ -79,6 +79,35 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+HARMONISED_HELP = "the dataset's label space, canonical names and ViLD templates for every method"
+
+
+def _add_methods_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the commands that run several methods with their default models."""
+    parser.add_argument("--methods", nargs="+", choices=KNOWN_METHODS, default=list(KNOWN_METHODS))
+    parser.add_argument("--tiny", action="store_true", help="golden tiny fixtures (untrained)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads of each worker")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+
+
+def _methods_models(args: argparse.Namespace, pipeline: str) -> list[ModelSettings]:
+    """One model per ``--methods`` entry: official defaults, or the tiny fixtures."""
+    return [
+        model_settings(
+            method,
+            tiny=args.tiny,
+            timeout=args.timeout,
+            device=args.device,
+            dtype=args.dtype,
+            threads=args.threads,
+            pipeline=pipeline,
+        )
+        for method in args.methods
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ovss", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,40 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the architecture with random weights (no checkpoint needed)",
     )
     inspect.add_argument("--out", type=Path, help="also write the report as JSON")
-    evaluate.add_argument(
-        "--harmonised",
-        action="store_true",
-        help="the dataset's label space, canonical names and ViLD templates for every method",
-    )
+    evaluate.add_argument("--harmonised", action="store_true", help=HARMONISED_HELP)
 
     demo = commands.add_parser("demo", help="all methods side by side on demo images")
     demo.add_argument("--image", nargs="+", type=Path, help="default: the embedded demo images")
     demo.add_argument("--classes", nargs="+", metavar="NAME", help="vocabulary for --image")
     demo.add_argument("--classes-file", type=Path, help="vocabulary for --image, one per line")
-    demo.add_argument("--methods", nargs="+", choices=KNOWN_METHODS, default=list(KNOWN_METHODS))
-    demo.add_argument("--tiny", action="store_true", help="golden tiny fixtures (untrained)")
-    demo.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    demo.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
-    demo.add_argument("--threads", type=_positive_int, help="CPU threads of each worker")
-    demo.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    _add_methods_arguments(demo)
     demo.add_argument("--out", type=Path, default=Path("results") / "demo")
 
     compare = commands.add_parser("compare", help="evaluate every method on a dataset, one report")
     compare.add_argument("--dataset", required=True)
-    compare.add_argument("--methods", nargs="+", choices=KNOWN_METHODS, default=list(KNOWN_METHODS))
+    _add_methods_arguments(compare)
     compare.add_argument("--limit", type=_positive_int)
     compare.add_argument("--definition", choices=DEFINITIONS, default=DEFAULT_DEFINITION)
-    compare.add_argument(
-        "--harmonised",
-        action="store_true",
-        help="the dataset's label space, canonical names and ViLD templates for every method",
-    )
+    compare.add_argument("--harmonised", action="store_true", help=HARMONISED_HELP)
     compare.add_argument("--disagreements", type=int, default=3, help="images shown (default 3)")
-    compare.add_argument("--tiny", action="store_true", help="golden tiny fixtures (untrained)")
-    compare.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    compare.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
-    compare.add_argument("--threads", type=_positive_int, help="CPU threads of each worker")
-    compare.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
     compare.add_argument("--out", type=Path, help="default: results/<dataset>")
 
     metrics = commands.add_parser("metrics", help="score a folder of label maps")
@@ -328,18 +339,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise OvssError("--classes/--classes-file go with --image")
     else:
         items = default_items(args.out / "inputs")
-    models = [
-        model_settings(
-            method,
-            tiny=args.tiny,
-            timeout=args.timeout,
-            device=args.device,
-            dtype=args.dtype,
-            threads=args.threads,
-            pipeline="demo",
-        )
-        for method in args.methods
-    ]
+    models = _methods_models(args, "demo")
     index = run_demo(DemoSettings(models=models, items=items, out=args.out))
     untrained = " (untrained tiny weights)" if args.tiny else ""
     print(f"demo{untrained}: {len(items)} images x {len(models)} methods -> {index}")
@@ -347,17 +347,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    models = [
-        model_settings(
-            method,
-            tiny=args.tiny,
-            timeout=args.timeout,
-            device=args.device,
-            dtype=args.dtype,
-            threads=args.threads,
-        )
-        for method in args.methods
-    ]
+    models = _methods_models(args, "eval")
     settings = CompareSettings(
         models=models,
         dataset=args.dataset,
