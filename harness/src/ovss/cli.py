@@ -368,8 +368,11 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    if args.random_weights and args.weights:
-        raise OvssError("--random-weights builds the model without weights: drop --weights")
+    if args.random_weights and (args.weights or args.tiny):
+        raise OvssError(
+            "--random-weights builds the full-size model of --config without weights: "
+            "drop --weights/--tiny"
+        )
     vocabulary = list(DEFAULT_VOCABULARY)
     if args.classes or args.classes_file:
         vocabulary = resolve_vocabulary(args.method, args.classes, args.classes_file, None)
