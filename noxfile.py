@@ -8,6 +8,7 @@
     nox -s bench-san [-- --images N --model san_vit_large_14 --device cuda]
     nox -s bench-ovseg [-- --images N --model ovseg_R101c_vitB16_ft_mpt]
     nox -s bench-car [-- --images N --device cuda --dtype fp16]
+    nox -s bench-sweep [-- --method san --workers 1 2]   sweep images/min -> results/bench/sweep.json
     nox -s demo [-- --tiny | --image PATH --classes NAME...]   all methods side by side
     nox -s compare -- --dataset mini-voc [--tiny --harmonised --limit N]
     nox -s ovss -- <any ovss command>
@@ -275,6 +276,21 @@ def bench_car(session: nox.Session) -> None:
     Options: --images N (default 1), --config FILE, --device, --dtype, --threads, --out FILE.
     """
     _bench(session, "car", "car.json")
+
+
+@nox.session(name="bench-sweep")
+def bench_sweep(session: nox.Session) -> None:
+    """Sweep throughput with 1 and 2 Ray workers on mini-voc, tiny SAN -> results/bench/sweep.json.
+
+    Options: --method M (default san), --dataset D, --workers 1 2, --out FILE.
+    """
+    _sync(session, ROOT / "packages" / "san")
+    _ovss(session, "datasets", "build", "mini-voc")
+    python = _sync(session, HARNESS)
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", str(ROOT / "results" / "bench" / "sweep.json")]
+    session.run(str(python), "-m", "ovss.sweep", *args, external=True, env=QUIET_ENV)
 
 
 @nox.session

