@@ -14,9 +14,7 @@ what a pixel the method leaves without class (65535) means in this space: None k
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
-from importlib import resources
 
 import numpy as np
 
@@ -58,7 +56,9 @@ class LabelSpace:
 
     def vocabulary(self, method: str) -> tuple[list[str], np.ndarray]:
         """The names sent to ``method`` (stripped, in id order) and each one's dataset id."""
-        pairs = [(name.strip(), i) for i, name in enumerate(self.names_for(method)) if name is not None]
+        pairs = [
+            (name.strip(), i) for i, name in enumerate(self.names_for(method)) if name is not None
+        ]
         names = [name for name, _ in pairs]
         if len(set(names)) != len(names):
             raise OvssError(f"label space {self.name}: method {method} repeats a class name")

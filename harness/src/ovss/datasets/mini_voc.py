@@ -20,11 +20,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from ovss_common.downloads import DownloadError, registry_file
-from ovss_common.outputs import write_atomic
 from PIL import Image
 
 from ovss.errors import OvssError
+from ovss_common.downloads import DownloadError, registry_file
+from ovss_common.outputs import write_atomic
 
 LABELME_SDIST = "labelme-6.3.1.tar.gz"
 LABELME_SHA256 = "2947e0d8341a92faa7b3ee50cf4b672f838051c6bf24892526e95b64fd3a707e"
@@ -82,7 +82,10 @@ def _labelme_samples(root: Path) -> None:
         source = Path(scratch) / _LABELME_VOC
         for stem in LABELME_STEMS:
             destination = root / "JPEGImages" / f"{stem}.jpg"
-            write_atomic(destination, lambda file, s=stem: file.write((source / "JPEGImages" / f"{s}.jpg").read_bytes()))
+            write_atomic(
+                destination,
+                lambda file, s=stem: file.write((source / "JPEGImages" / f"{s}.jpg").read_bytes()),
+            )
             with Image.open(source / "SegmentationClass" / f"{stem}.png") as label:
                 _write_label(root / "SegmentationClass" / f"{stem}.png", np.asarray(label))
 

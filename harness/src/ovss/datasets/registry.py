@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from ovss_common.outputs import write_json
+from typing import Any
 
 from ovss.datasets.label_spaces import LabelSpace, get_label_space
 from ovss.errors import OvssError
+from ovss_common.outputs import write_json
 
 
 def datasets_root() -> Path:
@@ -113,7 +112,11 @@ class Dataset:
             if not label.is_file():
                 raise self._missing(label)
             image = next(
-                (p for s in self.image_suffixes if (p := root / self.images / f"{stem}{s}").is_file()),
+                (
+                    p
+                    for s in self.image_suffixes
+                    if (p := root / self.images / f"{stem}{s}").is_file()
+                ),
                 None,
             )
             if image is None:
@@ -123,13 +126,15 @@ class Dataset:
 
 
 _ADE_PREPARE = (
-    "download ADEChallengeData2016 and convert its annotations with detectron2's "
-    "datasets/prepare_ade20k_sem_seg.py (label - 1, 0 -> 255)"
+    "download ADEChallengeData2016 and run 'ovss datasets prepare ade20k-150 --raw DIR' "
+    "(label - 1, 0 -> 255)"
 )
-_VOC_PREPARE = "extract VOCtrainval_11-May-2012.tar (VOCdevkit/VOC2012) under the datasets root"
+_VOC_PREPARE = (
+    "extract VOCtrainval_11-May-2012.tar and run 'ovss datasets prepare voc-20 --raw DIR'"
+)
 _PC_PREPARE = (
-    "extract VOC2010 with the Pascal Context labels and convert them with OVSeg's "
-    "datasets/prepare_pascal_context.py into VOCdevkit/VOC2010/annotations_detectron2"
+    "extract VOC2010 and the Pascal Context labels (trainval/*.mat) into one folder and run "
+    "'ovss datasets prepare pc-59 --raw DIR' (pc-459 likewise)"
 )
 
 BUILTIN_DATASETS: tuple[Dataset, ...] = (
@@ -206,8 +211,8 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
         label_suffix=".png",
         label_space="coco-stuff-171",
         prepare=(
-            "extract val2017 and stuffthingmaps_trainval2017 under coco/ and convert the maps "
-            "with SAN's or MaskFormer's datasets/prepare_coco_stuff_164k_sem_seg.py"
+            "extract val2017 and stuffthingmaps_trainval2017 into one folder and run "
+            "'ovss datasets prepare coco-stuff-171 --raw DIR'"
         ),
     ),
     Dataset(
@@ -279,9 +284,13 @@ def register_dataset(
     for folder in (images, labels):
         if not folder.is_dir():
             raise OvssError(f"{folder}: no such folder")
-    suffixes = {p.suffix.lower() for p in labels.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff")}
+    suffixes = {
+        p.suffix.lower() for p in labels.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff")
+    }
     if len(suffixes) != 1:
-        raise OvssError(f"{labels}: expected label files of one kind (.png or .tif), found {sorted(suffixes) or 'none'}")
+        raise OvssError(
+            f"{labels}: expected label files of one kind (.png or .tif), found {sorted(suffixes) or 'none'}"
+        )
     if not classes or len(set(classes)) != len(classes):
         raise OvssError(f"dataset {name}: the class list is empty or repeats a name")
     path = user_registry_path()
