@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from conftest import CHECKPOINT, CONFIG
-from PIL import Image
 
-from ovss_common.testing import WorkerClient, check_inspection, error_of
+from ovss_common.testing import WorkerClient, check_inspection, error_of, inspect_image
 from ovss_ovseg.build import load_ovseg
 from ovss_ovseg.inspection import REGION_TOWER, trained
 
@@ -24,12 +23,9 @@ def worker():
 
 @pytest.fixture(scope="module")
 def inspected(worker, golden_case, tmp_path_factory):
-    case = golden_case("chelsea_custom3")
-    path = tmp_path_factory.mktemp("inspect") / "chelsea.png"
-    Image.fromarray(case["image"]).save(path)
-    reply = worker.ask("inspect", image=str(path), vocabulary=VOCABULARY)
-    assert reply["ok"], reply
-    return reply["result"], case["image"].shape[:2]
+    image = golden_case("chelsea_custom3")["image"]
+    result = inspect_image(worker, image, VOCABULARY, tmp_path_factory.mktemp("inspect"))
+    return result, image.shape[:2]
 
 
 def test_parameters_add_up_to_the_model(inspected):

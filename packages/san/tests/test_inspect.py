@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from ovss_common.inspection import StageRecorder, parameter_rows
-from ovss_common.testing import WorkerClient, check_inspection, error_of
+from ovss_common.testing import WorkerClient, check_inspection, error_of, inspect_image
 from ovss_san.inspection import trained
 
 VOCABULARY = ["cat", "wall", "floor"]
@@ -27,12 +27,9 @@ def worker():
 
 @pytest.fixture(scope="module")
 def inspected(worker, golden_case, tmp_path_factory):
-    case = golden_case("chelsea_custom3")
-    path = tmp_path_factory.mktemp("inspect") / "chelsea.png"
-    Image.fromarray(case["image"]).save(path)
-    reply = worker.ask("inspect", image=str(path), vocabulary=VOCABULARY)
-    assert reply["ok"], reply
-    return reply["result"], case["image"].shape[:2]
+    image = golden_case("chelsea_custom3")["image"]
+    result = inspect_image(worker, image, VOCABULARY, tmp_path_factory.mktemp("inspect"))
+    return result, image.shape[:2]
 
 
 def test_parameters_add_up_to_the_model(inspected, tiny_model):

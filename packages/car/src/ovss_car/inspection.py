@@ -33,7 +33,7 @@ from ovss_common.inspection import (
 )
 from ovss_common.protocol import NO_CLASS
 
-#: CaR trains nothing (source: ../shared/upstream_spec.md §3 and §3d).
+#: CaR trains nothing (source: the upstream spec, upstream_spec.md §3 and §3d).
 TRAINING = {
     "summary": "training-free: both CLIPs keep OpenAI's released weights; nothing is trained",
     "source": "upstream_spec.md §3 ('Training-free') and §3d ('None')",

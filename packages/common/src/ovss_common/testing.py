@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from ovss_common.protocol import request
 
@@ -78,3 +82,16 @@ def check_inspection(result: dict[str, Any], total_parameters: int) -> None:
     classes = result["scaling"]["classes"]
     if classes != [len(result["vocabulary"]), 2 * len(result["vocabulary"])]:
         raise AssertionError(f"scaling measured at {classes}, not at C and 2C")
+
+
+def inspect_image(
+    client: WorkerClient, rgb: np.ndarray, vocabulary: list[str], folder: Path
+) -> dict[str, Any]:
+    """Save ``[H, W, 3]`` uint8 ``rgb`` as a PNG in ``folder`` and return the loaded worker's
+    ``inspect`` result for it; asserts the request succeeded."""
+    path = Path(folder) / "inspected.png"
+    Image.fromarray(rgb).save(path)
+    reply = client.ask("inspect", image=str(path), vocabulary=vocabulary)
+    if not reply.get("ok"):
+        raise AssertionError(f"inspect failed: {reply!r}")
+    return reply["result"]

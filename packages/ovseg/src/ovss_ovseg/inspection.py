@@ -29,7 +29,7 @@ from ovss_common.inspection import (
 from ovss_ovseg.ovseg import OVSeg
 from ovss_ovseg.predictor import OVSegPredictor, Prediction
 
-#: OVSeg's training recipe (source: ../shared/upstream_spec.md §2d, and the released
+#: OVSeg's training recipe (source: the upstream spec, upstream_spec.md §2d, and the released
 #: open_clip_training scripts, which pass ``--lock-text``).
 TRAINING = {
     "summary": (

@@ -25,7 +25,7 @@ from ovss_common.inspection import (
 from ovss_san.predictor import Prediction, SanPredictor
 from ovss_san.san import SAN
 
-#: SAN's training recipe (source: ../shared/upstream_spec.md §1a, from the released configs
+#: SAN's training recipe (source: the upstream spec, upstream_spec.md §1a, from the released configs
 #: and training logs: ``CLIP_FROZEN_EXCLUDE ["positional_embedding"]``, 8.37 M trainable
 #: parameters for ViT-B/16).
 TRAINING = {
