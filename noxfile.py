@@ -225,6 +225,17 @@ for _method in METHODS:
 
 
 @nox.session
+def reproduce(session: nox.Session) -> None:
+    """Re-measure one method's published mIoU (-- --method san|ovseg|car); fills docs/reproduce.md."""
+    args = list(session.posargs)
+    method = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--method"), None)
+    if method is None or not (ROOT / "packages" / method).is_dir():
+        session.error("usage: nox -s reproduce -- --method san|ovseg|car [--datasets ...]")
+    _sync(session, ROOT / "packages" / method)
+    _ovss(session, "reproduce", "--docs", str(ROOT / "docs" / "reproduce.md"), *args)
+
+
+@nox.session
 def outdated(session: nox.Session) -> None:
     """Each package's direct dependencies: locked and newest version (-- --json for JSON)."""
     _ovss(session, "outdated", *session.posargs)

@@ -6,7 +6,7 @@ import pytest
 
 from ovss.errors import OvssError
 from ovss.evaluator import SemSegEvaluator
-from ovss.metrics import NO_CLASS, compute_metrics, image_confusion
+from ovss.metrics import NO_CLASS, ConfusionMatrix, compute_metrics, image_confusion
 
 NC = NO_CLASS
 # Hand-made case, 4 classes, ignore 255. Valid (gt, pred) pairs:
@@ -52,6 +52,19 @@ def test_car_background_drops_row_and_column():
     assert metrics["pACC"] == pytest.approx(50.0)
     assert metrics["per_class"]["a"] == {"IoU": None, "ACC": None}
     assert metrics["per_class"]["c"]["IoU"] == 0.0
+
+
+def test_car_can_drop_unassigned_pixels():
+    # Without the "no class" column, b's (1, NC) pixel vanishes: b has tp 2, 3 GT, 3 predicted.
+    matrix = ConfusionMatrix(4)
+    matrix.add(image_confusion(GT, PRED, 4, 255))
+    counts = matrix.counts
+    metrics = compute_metrics(counts, "car", ["a", "b", "c", "d"], drop_unassigned=True)
+    assert metrics["per_class"]["b"] == pytest.approx({"IoU": 50.0, "ACC": 2 / 3 * 100})
+    assert metrics["mIoU"] == pytest.approx(62.5)
+    assert metrics["pACC"] == pytest.approx(500 / 7)
+    with pytest.raises(OvssError, match="car definition only"):
+        compute_metrics(counts, "d2-main", drop_unassigned=True)
 
 
 def test_background_only_for_car():

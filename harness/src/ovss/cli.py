@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ovss import reproduce as reproduce_command
 from ovss import sweep as sweep_command
 from ovss import visualize as visualize_command
 from ovss.compare import CompareSettings, run_compare
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     lift.add_argument("--find-links", nargs="+", default=[], type=Path, metavar="DIR")
     lift.add_argument("--history", type=Path, help="default: docs/upgrading.md (own packages)")
     lift.add_argument("--json", action="store_true", help="print the report as JSON")
+    reproduce_command.add_parser(commands)
     sweep_command.add_parser(commands)
     visualize_command.add_parser(commands)
     return parser
@@ -481,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "app": lambda: _app(args),
         "outdated": lambda: _outdated(args),
         "upgrade": lambda: _upgrade(args),
+        "reproduce": lambda: reproduce_command.command(args),
         "sweep": lambda: sweep_command.command(args),
         "visualize": lambda: visualize_command.command(args),
     }

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ovss.datasets import LabelSpace, Sample, get_dataset
-from ovss.evaluator import load_confusion
-from ovss.metrics import DEFINITIONS, NO_CLASS, ConfusionMatrix, compute_metrics
+from ovss.evaluator import sum_confusions
+from ovss.metrics import DEFINITIONS, NO_CLASS, compute_metrics
 from ovss.runner import EvalSettings, default_out, plan_eval, run_eval
 from ovss.worker import ModelSettings
 from ovss_common.outputs import read_label_map
@@ -90,15 +90,6 @@ class Comparison:
     disagreements: list[Disagreement]
 
 
-def _matrix(folder: Path, stems: list[str], num_classes: int) -> ConfusionMatrix:
-    matrix = ConfusionMatrix(num_classes)
-    for stem in stems:
-        path = folder / "confusion" / f"{stem}.npz"
-        if path.is_file():
-            matrix.add(load_confusion(path))
-    return matrix
-
-
 def _runtime(folder: Path, stems: list[str]) -> tuple[list[float], int | None, int | None]:
     """Per-image model seconds and the peak RSS / device memory from the sidecars."""
     seconds, rss, device = [], [], []
@@ -130,7 +121,7 @@ def evaluate_method(settings: CompareSettings, model: ModelSettings) -> MethodRe
     metrics = run_eval(eval_settings)
     space = plan_eval(eval_settings).space
     stems = [sample.stem for sample in get_dataset(settings.dataset).samples(settings.limit)]
-    matrix = _matrix(folder, stems, space.num_classes).counts
+    matrix = sum_confusions(folder, stems, space.num_classes).counts
     background = 0 if space.unassigned == 0 else None
     by_definition = {
         definition: compute_metrics(

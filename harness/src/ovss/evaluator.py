@@ -29,6 +29,16 @@ def load_confusion(path: str | Path) -> SparseConfusion:
         raise OvssError(f"{path}: unreadable confusion file ({exc})") from None
 
 
+def sum_confusions(folder: Path, stems: list[str], num_classes: int) -> ConfusionMatrix:
+    """The sum of ``folder/confusion/<stem>.npz`` over the ``stems`` that have one."""
+    matrix = ConfusionMatrix(num_classes)
+    for stem in stems:
+        path = folder / "confusion" / f"{stem}.npz"
+        if path.is_file():
+            matrix.add(load_confusion(path))
+    return matrix
+
+
 class SemSegEvaluator:
     """Sums per-image confusion matrices and computes metrics once at the end."""
 

@@ -133,6 +133,7 @@ def compute_metrics(
     definition: str = DEFAULT_DEFINITION,
     class_names: list[str] | None = None,
     background: int | None = None,
+    drop_unassigned: bool = False,
 ) -> dict[str, object]:
     """Metrics of a summed ``[N, N + 1]`` confusion matrix, in percent.
 
@@ -142,6 +143,10 @@ def compute_metrics(
         class_names: names for ``per_class`` (default: the class ids as strings).
         background: for ``car`` only: a class id whose row and column are dropped, as
             CaR's ``ignore_background`` drops class 0.
+        drop_unassigned: for ``car`` only: drop the "no class" column too, so that a pixel
+            the method leaves unassigned is not a miss. This is CaR's ``ignore_background``
+            on a dataset whose background class is ignored in the ground truth (VOC-20,
+            PC-59, ADE): CaR predicts that background for its unassigned pixels.
 
     Returns:
         ``mIoU``, ``fwIoU``, ``mACC``, ``pACC`` (percent, None when undefined),
@@ -156,6 +161,8 @@ def compute_metrics(
         raise ValueError(f"confusion matrix must be [N, N+1], got {matrix.shape}")
     if background is not None and definition != "car":
         raise OvssError("--background applies to the car definition only")
+    if drop_unassigned and definition != "car":
+        raise OvssError("dropping unassigned pixels applies to the car definition only")
     if background is not None and not 0 <= background < num_classes:
         raise OvssError(f"background id {background} is outside 0..{num_classes - 1}")
     names = class_names or [str(i) for i in range(num_classes)]
@@ -163,11 +170,11 @@ def compute_metrics(
         raise OvssError(f"{len(names)} class names for {num_classes} classes")
 
     kept = np.array([c for c in range(num_classes) if c != background], dtype=np.int64)
-    columns = np.append(kept, num_classes)  # "no class" is always kept
+    columns = kept if drop_unassigned else np.append(kept, num_classes)
     counts = matrix[np.ix_(kept, columns)].astype(np.float64)
     tp = counts[np.arange(kept.size), np.arange(kept.size)]
     pos_gt = counts.sum(axis=1)
-    pos_pred = counts[:, :-1].sum(axis=0)
+    pos_pred = counts[:, : kept.size].sum(axis=0)
     union = pos_gt + pos_pred - tp
     gt_present = pos_gt > 0
 

@@ -76,6 +76,7 @@ class WorkerFailure(OvssError):
     """A request answered with a structured error reply (the worker is still alive)."""
 
     def __init__(self, request_type: str, error: dict[str, Any]) -> None:
+        self.request_type = request_type
         self.type = error.get("type", "internal")
         self.input = error.get("input")
         super().__init__(f"{request_type} failed ({self.type}): {error.get('message')}")

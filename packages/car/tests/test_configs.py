@@ -106,3 +106,15 @@ def test_same_templates_and_background_words_everywhere():
 def test_sam_section_only_in_voc():
     assert "sam" in load("voc")
     assert all("sam" not in load(name) for name in NAMES if name != "voc")
+
+
+def test_shipped_configs_load_by_name(tmp_path, monkeypatch):
+    from ovss_car.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config("ade_150").path == CONFIGS / "ade_150.yaml"
+    assert load_config(CONFIGS / "voc.yaml").path == CONFIGS / "voc.yaml"
+    with pytest.raises(FileNotFoundError, match="shipped configs: ade_150, ade_847, coco"):
+        load_config("ade_151")
+    with pytest.raises(FileNotFoundError, match=r"ade_150\.yml: no such config file"):
+        load_config("ade_150.yml")

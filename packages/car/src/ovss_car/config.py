@@ -127,11 +127,28 @@ class CarConfig:
         )
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (``ade_150``, ``voc``, ...)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_file(value: str | Path) -> Path:
+    """The file a config argument names: an existing path, else a shipped config's name."""
+    path = Path(value)
+    if path.is_file() or path.suffix or len(path.parts) != 1:
+        return path
+    shipped = CONFIG_DIR / f"{path.name}.yaml"
+    return shipped if shipped.is_file() else path
+
+
 def load_config(path: str | Path) -> CarConfig:
-    """Read a CaR YAML config; ValueError for a file that is not one."""
-    path = Path(path)
+    """Read a CaR YAML config (a path, or a shipped config's name such as ``ade_150``);
+    ValueError for a file that is not one."""
+    path = config_file(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
+        raise FileNotFoundError(
+            f"{path}: no such config file (shipped configs: {', '.join(shipped_configs())})"
+        )
     try:
         sections = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

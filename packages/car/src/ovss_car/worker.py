@@ -1,6 +1,7 @@
 """The CaR worker: ``python -m ovss_car.worker`` serves the OVSS protocol on stdin/stdout.
 
-``config`` is a CaR YAML config (default: the VOC one); ``weights`` is a folder in which the
+``config`` is a CaR YAML config, or the name of a shipped one (``ade_150``, ``pascal_context``;
+default: ``voc``); ``weights`` is a folder in which the
 config's two checkpoint names are looked up. Official names (``ViT-B/16``, ``ViT-L/14``) come
 from the weights zoo unless the folder holds their files. A ``segment`` request's ``stuff``
 names get CaR's second pass (thing vocabulary as CAM background); label indices are positions
@@ -31,7 +32,7 @@ from PIL import Image
 
 from ovss_car.car import CaR, assign_labels
 from ovss_car.clip_model import load_clip, random_clip
-from ovss_car.config import CONFIG_DIR, CarConfig, load_config
+from ovss_car.config import CONFIG_DIR, CarConfig, config_file, load_config
 from ovss_car.sam import SamRefiner, refine_masks
 from ovss_car.zoo import SAM_WEIGHTS, WEIGHTS
 from ovss_common.checkpoints import CheckpointError
@@ -111,7 +112,7 @@ class CarMethod(Method):
         device = request.device or default_device()
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
-        config_path = Path(request.config) if request.config else DEFAULT_CONFIG
+        config_path = config_file(request.config) if request.config else DEFAULT_CONFIG
         try:
             self.config: CarConfig = load_config(config_path)
         except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:

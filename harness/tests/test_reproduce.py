@@ -1,0 +1,141 @@
+"""``ovss reproduce``: the published targets, runs on prepared datasets, honest rows otherwise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO
+
+from ovss.cli import main
+from ovss.datasets import all_datasets
+from ovss.errors import OvssError
+from ovss.metrics import DEFINITIONS
+from ovss.reproduce import METHODS, TARGETS, Target, run_reproduction, targets_of, update_docs
+from ovss.runner import EvalSettings, run_eval
+from ovss.worker import ModelSettings
+from ovss_common.protocol import LoadRequest
+
+
+def _toy_target(dataset: str | None, **extra) -> Target:
+    fields = {
+        "method": "toy",
+        "setting": "Toy",
+        "model": "bright",
+        "benchmark": "VOC-21",
+        "dataset": dataset,
+        "published": 50.0,
+        "source": "a test",
+        "definition": "d2-v0.6",
+    }
+    return Target(**{**fields, **extra})
+
+
+def _toy(weights: str | None = None) -> ModelSettings:
+    return ModelSettings(method="toy", load=LoadRequest(weights=weights))
+
+
+def test_every_target_names_a_known_dataset_model_and_definition():
+    datasets = set(all_datasets())
+    san_zoo = (REPO / "packages/san/src/ovss_san/zoo.py").read_text()
+    ovseg_zoo = (REPO / "packages/ovseg/src/ovss_ovseg/zoo.py").read_text()
+    for target in TARGETS:
+        assert target.dataset is None or target.dataset in datasets, target
+        assert target.definition in DEFINITIONS
+        assert not target.drop_unassigned or target.definition == "car"
+        if target.method == "car":
+            assert (REPO / "packages/car/src/ovss_car/configs" / f"{target.model}.yaml").is_file()
+        else:
+            assert f'"{target.model}"' in {"san": san_zoo, "ovseg": ovseg_zoo}[target.method]
+    counts = {method: len(targets_of(method)) for method in METHODS}
+    assert counts == {"san": 12, "ovseg": 10, "car": 7}
+
+
+def test_prepared_targets_are_measured_and_the_others_say_why(toy_package, tmp_path):
+    targets = [
+        _toy_target("mini-voc"),
+        _toy_target("mini-voc", definition="car", benchmark="VOC-21 (car)"),
+        _toy_target("ade20k-150", benchmark="A-150"),
+        _toy_target(None, benchmark="COCO-Object"),
+    ]
+    rows = run_reproduction(targets, lambda target: _toy(), tmp_path / "repro")
+
+    reference = run_eval(EvalSettings(model=_toy(), dataset="mini-voc", out=tmp_path / "eval"))
+    measured, car, ade, coco = rows
+    assert measured.status == "measured" and measured.images == measured.dataset_images
+    assert measured.measured == reference["mIoU"]
+    assert set(measured.by_definition) == set(DEFINITIONS)
+    assert measured.folder == str(tmp_path / "repro" / "mini-voc" / "toy@bright")
+    assert car.measured == measured.by_definition["car"]
+    assert ade.status.startswith("not run: dataset ade20k-150:") and ade.measured is None
+    assert "ovss datasets prepare ade20k-150" in ade.detail
+    assert coco.status == "not run: the registry has no COCO-Object dataset"
+
+    again = run_reproduction(targets[:1], lambda target: _toy(), tmp_path / "repro")
+    run = json.loads((tmp_path / "repro" / "mini-voc" / "toy@bright" / "metrics.json").read_text())
+    assert run["num_predicted_now"] == 0 and again[0].measured == measured.measured
+
+
+def test_a_limited_run_is_partial(toy_package, tmp_path):
+    (row,) = run_reproduction(
+        [_toy_target("mini-voc")], lambda target: _toy(), tmp_path / "repro", limit=2
+    )
+    assert row.status == f"partial: first 2 of {row.dataset_images} images"
+
+
+def test_a_model_that_cannot_load_is_tried_once(toy_package, tmp_path):
+    targets = [_toy_target("mini-voc"), _toy_target("mini-voc", model="other")]
+    missing = str(tmp_path / "absent.json")
+    rows = run_reproduction(targets, lambda target: _toy(missing), tmp_path / "repro")
+    assert [row.status for row in rows] == [rows[0].status] * 2
+    assert rows[0].status.startswith("not run: load failed (bad_checkpoint)")
+    assert "absent.json" in rows[0].status
+    assert not (tmp_path / "repro" / "mini-voc" / "toy@other").exists()
+
+
+DOC = """# doc
+<!-- reproduce:san:start -->
+old san
+<!-- reproduce:san:end -->
+between
+<!-- reproduce:car:start -->
+old car
+<!-- reproduce:car:end -->
+"""
+
+
+def test_cli_fills_only_its_methods_block_and_writes_the_rows(tmp_path, capsys):
+    doc = tmp_path / "reproduce.md"
+    doc.write_text(DOC)
+    out = tmp_path / "repro"
+    assert main(["reproduce", "--method", "car", "--docs", str(doc), "--out", str(out)]) == 0
+    text = doc.read_text()
+    assert "old san" in text and "between" in text and "old car" not in text
+    assert text.count("| CaR ViT-B/16 CAM + ViT-L/14 |") == 7
+    assert "| VOC-20 | voc-20 | car, unassigned ignored | 91.4 | results aggregator | – |" in text
+    assert "no target could be run here" in text
+    rows = json.loads((out / "car.json").read_text())["rows"]
+    assert [row["measured"] for row in rows] == [None] * 7
+    assert all(row["status"].startswith("not run:") for row in rows)
+    printed = capsys.readouterr().out
+    assert "to prepare: extract VOCtrainval_11-May-2012.tar" in printed
+
+    assert main(["reproduce", "--method", "san", "--docs", str(doc), "--out", str(out)]) == 0
+    assert "| SAN ViT-L/14 | PC-459 | pc-459 | d2-main | 20.83 (paper 15.7) |" in doc.read_text()
+    before = doc.read_text()
+    limited = ["reproduce", "--method", "car", "--limit", "3", "--docs", str(doc)]
+    assert main([*limited, "--out", str(out)]) == 0
+    assert doc.read_text() == before
+    assert "left as is" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    assert main(["reproduce", "--method", "car", "--datasets", "coco-stuff-171"]) == 2
+    assert "car has no published number on it" in capsys.readouterr().err
+    doc = tmp_path / "doc.md"
+    doc.write_text("# no blocks\n")
+    with pytest.raises(OvssError, match="no '<!-- reproduce:ovseg:start -->'"):
+        update_docs(doc, "ovseg", [])
+    args = ["reproduce", "--method", "ovseg", "--docs", str(doc), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert "no '<!-- reproduce:ovseg:start -->'" in capsys.readouterr().err
