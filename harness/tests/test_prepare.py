@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,12 @@ from scipy.io import savemat
 
 from ovss.cli import main
 from ovss.datasets import get_dataset
-from ovss.datasets.prepare import check_dataset, prepare_dataset
+from ovss.datasets.prepare import (
+    _shrink_bilinear,
+    _shrink_nearest,
+    check_dataset,
+    prepare_dataset,
+)
 from ovss.errors import OvssError
 from ovss_common.class_lists import class_file
 from ovss_common.outputs import read_label_map
@@ -88,6 +94,168 @@ def test_prepare_is_resumable_and_keeps_finished_files(root, tmp_path):
     third = prepare_dataset("ade20k-150", raw, progress=False)
     assert (third.written, third.skipped) == (1, 3)
     assert not list(label.parent.glob(".*.tmp"))
+
+
+# --- ADE20K-847 ---------------------------------------------------------------------------
+
+ADE_IDS = class_file("ade20k-847")["ade_ids"]
+ADE_VAL = "ADE20K_2021_17_01/images/ADE/validation"
+ADE_FOLDERS = {"ADE_val_00000001": "cultural/apse_indoor", "ADE_val_00000002": "urban/street"}
+
+# ADE object indices per pixel: 2978 wall (trainId 0), 6 "ad" (263), 3156 alga (358, the largest
+# index); 1..5 and 3157 are not among the 847 and 0 is unlabeled (all → 65535)
+ADE_FULL_RAW = {
+    "ADE_val_00000001": np.array(
+        [[2978, 2978, 6, 0, 1], [312, 3156, 3157, 2978, 0], [0, 0, 6, 6, 2420], [1, 2, 3, 4, 5]]
+    ),
+    "ADE_val_00000002": np.array(
+        [[0, 0, 0, 0, 0], [1831, 1831, 0, 0, 0], [90, 90, 90, 0, 0], [3124, 0, 0, 0, 2978]]
+    ),
+}
+
+
+def _seg_png(path: Path, objects: np.ndarray) -> None:
+    """An ADE ``_seg.png``: R = index // 256 · 10 + (0..9), G = index % 256, B = any instance."""
+    rng = np.random.default_rng(int(objects.sum()))
+    extra = rng.integers(0, 10, objects.shape)  # int(R / 10) drops it
+    pixels = np.stack(
+        [objects // 256 * 10 + extra, objects % 256, rng.integers(0, 256, objects.shape)], -1
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+def _ade_full_raw(tmp_path: Path) -> Path:
+    raw = tmp_path / "raw"
+    for i, (stem, objects) in enumerate(ADE_FULL_RAW.items()):
+        _jpg(raw / ADE_VAL / ADE_FOLDERS[stem] / f"{stem}.jpg", i)
+        _seg_png(raw / ADE_VAL / ADE_FOLDERS[stem] / f"{stem}_seg.png", objects)
+    # the release's other files next to each image, and a training image: not converted
+    first = raw / ADE_VAL / "cultural/apse_indoor/ADE_val_00000001"
+    _png(first.with_name("ADE_val_00000001_parts_1.png"), np.zeros((4, 5)))
+    first.with_suffix(".json").write_text("{}")
+    _png(first / "instance_000_ADE_val_00000001.png", np.zeros((4, 5)))
+    train = raw / "ADE20K_2021_17_01/images/ADE/training/urban/street/ADE_train_00000001"
+    _jpg(train.with_suffix(".jpg"), 7)
+    _seg_png(train.with_name("ADE_train_00000001_seg.png"), np.full((4, 5), 2978))
+    return raw
+
+
+def _reencoded(pixels: np.ndarray) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return np.asarray(Image.open(buffer))
+
+
+def test_ade847_maps_ade_object_indices_to_train_ids(root, tmp_path):
+    assert (len(ADE_IDS), ADE_IDS[0], ADE_IDS[263], ADE_IDS[358]) == (847, 2978, 6, 3156)
+    names = class_file("ade20k-847")["names"]
+    assert (names[0], names[358]) == ("wall", "alga, algae")
+    raw = _ade_full_raw(tmp_path)
+    result = prepare_dataset("ade20k-847", raw, progress=False)
+    assert (result.written, result.skipped) == (4, 0)
+    dataset = get_dataset("ade20k-847")
+    expected = {
+        "ADE_val_00000001": [
+            [0, 0, 263, 65535, 65535],
+            [1, 358, 65535, 0, 65535],
+            [65535, 65535, 263, 263, 2],
+            [65535] * 5,
+        ],
+        "ADE_val_00000002": [
+            [65535] * 5,
+            [11, 11, 65535, 65535, 65535],
+            [239, 239, 239, 65535, 65535],
+            [782, 65535, 65535, 65535, 0],
+        ],
+    }
+    for stem in ADE_FULL_RAW:
+        with Image.open(dataset.root_path() / dataset.labels / f"{stem}.tif") as image:
+            assert image.mode == "I;16"
+        np.testing.assert_array_equal(_label("ade20k-847", stem), expected[stem])
+        # small images keep their size but are re-encoded, as upstream
+        source = np.asarray(Image.open(raw / ADE_VAL / ADE_FOLDERS[stem] / f"{stem}.jpg"))
+        with Image.open(dataset.root_path() / dataset.images / f"{stem}.jpg") as image:
+            assert image.format == "JPEG"
+            np.testing.assert_array_equal(np.asarray(image), _reencoded(source))
+    assert [s.stem for s in dataset.samples()] == list(ADE_FULL_RAW)
+    assert check_dataset("ade20k-847", expected=2) == []
+    # resumable: a second run writes nothing
+    again = prepare_dataset("ade20k-847", raw, progress=False)
+    assert (again.written, again.skipped) == (0, 4)
+
+
+def test_ade847_shrinks_the_shorter_side_to_512_as_upstream(root, tmp_path):
+    stem = tmp_path / "raw" / ADE_VAL / "nature/field/ADE_val_00000003"
+    stem.parent.mkdir(parents=True)
+    pixels = np.random.default_rng(3).integers(0, 256, (520, 780, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(stem.with_suffix(".jpg"))
+    objects = np.where(np.arange(780) % 3 == 0, 2978, 6)[None].repeat(520, 0)
+    objects[::4] = 0
+    _seg_png(stem.with_name(f"{stem.name}_seg.png"), objects)
+    prepare_dataset("ade20k-847", tmp_path / "raw", progress=False)
+    labels = _label("ade20k-847", stem.name)
+    assert labels.shape == (512, 768)
+    full = np.select([objects == 2978, objects == 6], [0, 263], 65535)
+    np.testing.assert_array_equal(labels, _shrink_nearest(full, 512, 768))
+    dataset = get_dataset("ade20k-847")
+    with Image.open(dataset.root_path() / dataset.images / f"{stem.name}.jpg") as image:
+        assert image.size == (768, 512)
+        source = np.asarray(Image.open(stem.with_suffix(".jpg")))
+        np.testing.assert_array_equal(
+            np.asarray(image), _reencoded(_shrink_bilinear(source, 512, 768))
+        )
+
+
+def test_shrinking_is_bit_exact_with_opencv():
+    """Expected values from ``cv2.resize`` (OpenCV 4.6.0 and 4.12.0 agree)."""
+    pixels = (np.arange(7 * 9 * 3) * 37 % 256).reshape(7, 9, 3).astype(np.uint8)
+    np.testing.assert_array_equal(
+        _shrink_bilinear(pixels, 3, 4),
+        [
+            [[117, 89, 127], [78, 105, 120], [40, 77, 114], [140, 71, 108]],
+            [[90, 127, 164], [20, 57, 94], [206, 19, 56], [136, 173, 50]],
+            [[192, 122, 106], [186, 223, 36], [147, 184, 221], [173, 114, 151]],
+        ],
+    )
+    gray = (np.arange(5 * 11) * 23 % 256).reshape(5, 11).astype(np.uint8)
+    np.testing.assert_array_equal(
+        _shrink_bilinear(gray, 3, 6),
+        [[58, 51, 93, 135, 177, 219], [153, 46, 88, 130, 172, 214], [148, 41, 83, 125, 167, 209]],
+    )
+    np.testing.assert_array_equal(
+        _shrink_nearest(pixels[..., 0], 3, 4),
+        [[0, 222, 188, 154], [206, 172, 138, 104], [156, 122, 88, 54]],
+    )
+    # OpenCV steps by 1 / (512 / 744), just under 744 / 512: target column 64 reads 92, not 93
+    columns = _shrink_nearest(np.arange(744)[None], 1, 512)[0]
+    assert columns[[63, 64, 65, 128, 511]].tolist() == [91, 92, 94, 185, 742]
+
+
+def test_ade847_reports_bad_inputs_in_one_line(root, tmp_path):
+    raw = _ade_full_raw(tmp_path)
+    folder = raw / ADE_VAL / "urban/street"
+    (folder / "ADE_val_00000002_seg.png").write_bytes(b"x")
+    with pytest.raises(OvssError, match=r"ADE_val_00000002_seg\.png: not an image") as error:
+        prepare_dataset("ade20k-847", raw, progress=False)
+    assert "\n" not in str(error.value)
+    # the finished outputs stay, the broken one is not written
+    dataset = get_dataset("ade20k-847")
+    labels = dataset.root_path() / dataset.labels
+    assert sorted(p.name for p in labels.iterdir()) == ["ADE_val_00000001.tif"]
+    (dataset.root_path() / dataset.images / "ADE_val_00000002.jpg").unlink()
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(folder / "ADE_val_00000002.jpg", "PNG")
+    with pytest.raises(OvssError, match=r"ADE_val_00000002\.jpg: PNG image in mode RGB, expected"):
+        prepare_dataset("ade20k-847", raw, progress=False)
+    _jpg(folder / "ADE_val_00000002.jpg", 1)
+    _seg_png(folder / "ADE_val_00000002_seg.png", np.zeros((3, 5), np.int64))
+    with pytest.raises(OvssError, match=r"_seg\.png: 5x3 pixels, but ADE_val_00000002\.jpg is 5x4"):
+        prepare_dataset("ade20k-847", raw, progress=False)
+    (folder / "ADE_val_00000002_seg.png").unlink()
+    with pytest.raises(OvssError, match=r"ADE_val_00000002_seg\.png: label missing"):
+        prepare_dataset("ade20k-847", raw, progress=False)
+    with pytest.raises(OvssError, match="ADE20K_2021_17_01 validation images not found"):
+        prepare_dataset("ade20k-847", tmp_path, progress=False)
 
 
 # --- Pascal Context -----------------------------------------------------------------------
@@ -254,7 +422,7 @@ def test_check_reports_a_missing_dataset_in_one_line(root):
 
 def test_prepare_rejects_unsupported_dataset_and_missing_raw(root, tmp_path):
     with pytest.raises(OvssError, match="supports"):
-        prepare_dataset("ade20k-847", tmp_path, progress=False)
+        prepare_dataset("mini-voc", tmp_path, progress=False)
     with pytest.raises(OvssError, match="VOC2012 val split"):
         prepare_dataset("voc-21", tmp_path, progress=False)
 

@@ -5,6 +5,14 @@
 scripts (upstream_spec.md §0.4):
 
 - ``ade20k-150``: ``ADEChallengeData2016/annotations/validation/*.png`` → raw − 1, 0 → 255.
+- ``ade20k-847``: the full ADE20K release ``ADE20K_2021_17_01``, as MaskFormer's
+  ``prepare_ade20k_full_sem_seg.py`` (copied into OVSeg): the ADE object index
+  int(R / 10) · 256 + G of each ``_seg.png`` pixel → the trainId whose ``ade_ids`` entry it is,
+  everything else → 65535 (uint16 TIFF); images whose shorter side exceeds 512 are shrunk to 512
+  (image bilinear, labels nearest, bit-exact with OpenCV's ``resize``) and every image is
+  re-encoded as a default-quality JPEG. Upstream lists the ``ADE_val_*`` entries of
+  ``index_ade20k.pkl``; here the pickle is not read, the validation images are found by walking
+  ``images/ADE/validation/**/ADE_val_*.jpg`` (the same files in the release).
 - ``pc-59`` / ``pc-459``: Pascal Context ``trainval/*.mat`` (``LabelMap``, labels.txt ids 1..459,
   0 = background; 16-bit ``.png``/``.tif`` label maps with the same values are accepted too) over
   the VOC2010 images. PC-459: LabelMap − 1 as uint16 TIFF, background → 65535. PC-59: each of the 59
@@ -24,12 +32,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ovss.datasets.label_spaces import get_label_space
 from ovss.datasets.registry import Dataset, get_dataset
@@ -48,7 +57,15 @@ EXPECTED_COUNTS: dict[str, int] = {
     "coco-stuff-171": 5000,
 }
 
-PREPARABLE = ("ade20k-150", "pc-59", "pc-459", "voc-20", "voc-21", "coco-stuff-171")
+PREPARABLE = (
+    "ade20k-150",
+    "ade20k-847",
+    "pc-59",
+    "pc-459",
+    "voc-20",
+    "voc-21",
+    "coco-stuff-171",
+)
 
 
 @dataclass
@@ -165,6 +182,152 @@ def _prepare_ade150(dataset: Dataset, raw: Path, result: PrepareResult, progress
             _save(target, _ade_150_labels(read_label_map(source)))
         else:
             _link_or_copy(source, target)
+
+    _convert_all(result, jobs, convert, progress)
+
+
+# --- ADE20K-847 ---------------------------------------------------------------------------
+
+#: Upstream shrinks an image whose shorter side is longer than this to exactly this.
+_ADE_FULL_SHORT_SIDE = 512
+
+
+@contextmanager
+def _pillow_errors(path: Path) -> Iterator[None]:
+    """Turn Pillow's errors about ``path`` into one-line ``OvssError``s."""
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise OvssError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise OvssError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def _read_pixels(path: Path, formats: tuple[str, ...], modes: tuple[str, ...]) -> np.ndarray:
+    """The pixels of ``path`` as Pillow decodes them; it must be one of ``formats`` in ``modes``."""
+    with _pillow_errors(path), Image.open(path) as image:
+        if image.format not in formats or image.mode not in modes:
+            raise OvssError(
+                f"{path}: {image.format} image in mode {image.mode}, expected "
+                f"{' or '.join(formats)} in mode {' or '.join(modes)}"
+            )
+        image.load()
+        return np.asarray(image)
+
+
+def _ade_full_size(height: int, width: int) -> tuple[int, int] | None:
+    """Upstream's output ``(height, width)``: shorter side 512 if it is longer, else None."""
+    side = _ADE_FULL_SHORT_SIDE
+    if width >= height > side:
+        return side, round(width / float(height) * side)
+    if height >= width > side:
+        return round(height / float(width) * side), side
+    return None
+
+
+def _source_step(source: int, target: int) -> float:
+    """Source pixels per target pixel, computed as OpenCV's ``resize`` does (1 / (dst / src))."""
+    return 1.0 / (target / source)
+
+
+def _shrink_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV ``INTER_LINEAR`` taps along one axis when shrinking ``source`` pixels to ``target``.
+
+    Target pixel ``i`` reads source pixels ``s`` and ``s + 1``, where ``s + f`` = (i + 0.5) ·
+    step − 0.5 in float32, with 11-bit fixed-point weights (1 − f) · 2048 and f · 2048 rounded
+    half to even. Shrinking keeps both taps inside the source.
+
+    Returns:
+        ``s`` ``[target]`` and the weights ``[2, target]`` (int32).
+    """
+    step = _source_step(source, target)
+    position = ((np.arange(target) + 0.5) * step - 0.5).astype(np.float32)
+    first = np.floor(position)
+    fraction = position - first
+    weights = np.stack([np.float32(1) - fraction, fraction]) * np.float32(2048)
+    return first.astype(np.intp), np.rint(weights).astype(np.int32)
+
+
+def _shrink_bilinear(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)`` for shrinking uint8.
+
+    Bit-exact with OpenCV's 8-bit path: rows are filtered first in integers (source × weight,
+    shifted right by 4), then each of the two rows is multiplied by its weight and shifted right
+    by 16, and their sum is rounded and shifted right by 2.
+    """
+    rows, row_weights = _shrink_taps(pixels.shape[0], height)
+    cols, col_weights = _shrink_taps(pixels.shape[1], width)
+    source = pixels.astype(np.int32).reshape(pixels.shape[0], pixels.shape[1], -1)
+    across = (
+        source[:, cols] * col_weights[0, :, None] + source[:, cols + 1] * col_weights[1, :, None]
+    ) >> 4
+    down = ((across[rows] * row_weights[0, :, None, None]) >> 16) + (
+        (across[rows + 1] * row_weights[1, :, None, None]) >> 16
+    )
+    return ((down + 2) >> 2).astype(np.uint8).reshape(height, width, *pixels.shape[2:])
+
+
+def _shrink_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)`` when shrinking.
+
+    Target pixel ``i`` is source pixel floor(i · step), in float64.
+    """
+    rows = np.floor(np.arange(height) * _source_step(labels.shape[0], height)).astype(np.intp)
+    cols = np.floor(np.arange(width) * _source_step(labels.shape[1], width)).astype(np.intp)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def _ade_full_lut() -> np.ndarray:
+    """ADE object index → trainId (``ade_ids`` of ``ade20k-847.json``), everything else 65535."""
+    lut = np.full(26 * 256, 65535, dtype=np.int64)  # int(R / 10) <= 25
+    for train_id, ade_id in enumerate(class_file("ade20k-847")["ade_ids"]):
+        lut[ade_id] = train_id
+    return lut
+
+
+def _ade_full_labels(segmentation: np.ndarray) -> np.ndarray:
+    """The trainIds of an RGB(A) ``_seg.png``: object index int(R / 10) · 256 + G, via the LUT."""
+    red = segmentation[..., 0].astype(np.int64)
+    green = segmentation[..., 1].astype(np.int64)
+    return _ade_full_lut()[red // 10 * 256 + green]
+
+
+def _prepare_ade847(dataset: Dataset, raw: Path, result: PrepareResult, progress: bool) -> None:
+    base = _find(raw, ("ADE20K_2021_17_01", ""), "ADE20K_2021_17_01")
+    images = _find(base, ("images/ADE/validation",), "ADE20K_2021_17_01 validation images")
+    root = dataset.root_path()
+    jobs, seen = [], {}
+    for image in sorted(images.rglob("ADE_val_*.jpg"), key=lambda path: path.name):
+        if image.name in seen:
+            raise OvssError(f"{image}: same file name as {seen[image.name]}")
+        seen[image.name] = image
+        segmentation = image.with_name(f"{image.stem}_seg.png")
+        if not segmentation.is_file():
+            raise OvssError(f"{segmentation}: label missing")
+        jobs.append((image, root / dataset.images / image.name))
+        jobs.append((segmentation, root / dataset.labels / f"{image.stem}{dataset.label_suffix}"))
+
+    def convert(source: Path, target: Path) -> None:
+        if target.parent == root / dataset.labels:
+            image = source.with_name(source.name.replace("_seg.png", ".jpg"))
+            with _pillow_errors(image), Image.open(image) as opened:
+                width, height = opened.size
+            segmentation = _read_pixels(source, ("PNG",), ("RGB", "RGBA"))
+            if segmentation.shape[:2] != (height, width):
+                raise OvssError(
+                    f"{source}: {segmentation.shape[1]}x{segmentation.shape[0]} pixels, but "
+                    f"{image.name} is {width}x{height}"
+                )
+            labels = _ade_full_labels(segmentation)
+            if (size := _ade_full_size(height, width)) is not None:
+                labels = _shrink_nearest(labels, *size)
+            _save(target, labels)
+        else:
+            pixels = _read_pixels(source, ("JPEG", "MPO"), ("RGB", "L"))
+            if (size := _ade_full_size(*pixels.shape[:2])) is not None:
+                pixels = _shrink_bilinear(pixels, *size)
+            encoded = Image.fromarray(pixels)  # re-encoded with Pillow's defaults, as upstream
+            write_atomic(target, lambda f: encoded.save(f, format="JPEG"))
 
     _convert_all(result, jobs, convert, progress)
 
@@ -317,6 +480,8 @@ def prepare_dataset(
     result = PrepareResult(name=name, root=dataset.root_path())
     if name == "ade20k-150":
         _prepare_ade150(dataset, raw, result, progress)
+    elif name == "ade20k-847":
+        _prepare_ade847(dataset, raw, result, progress)
     elif name in ("pc-59", "pc-459"):
         _prepare_context(dataset, raw, result, progress, split)
     elif name in ("voc-20", "voc-21"):

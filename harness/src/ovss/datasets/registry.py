@@ -157,8 +157,8 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
         label_suffix=".tif",
         label_space="ade20k-847",
         prepare=(
-            "extract ADE20K_2021_17_01 and convert it with OVSeg's "
-            "datasets/prepare_ade20k_full_sem_seg.py (uint16 TIFF, 65535 = ignore)"
+            "download the full ADE20K release ADE20K_2021_17_01 and run "
+            "'ovss datasets prepare ade20k-847 --raw DIR' (uint16 TIFF trainIds, 65535 = ignore)"
         ),
     ),
     Dataset(
