@@ -1,19 +1,32 @@
-"""``ovss sweep`` on an embedded two-slot Ray on 127.0.0.1: equality with ``ovss eval``, resume."""
+"""``ovss sweep`` on an embedded two-slot Ray on 127.0.0.1: equality with ``ovss eval``, resume,
+checkpoints, progress bars and the dashboard link."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from test_methods import san
 
-from ovss.cli import main
+from ovss.cli import build_parser, main
 from ovss.datasets.mini_voc import STEMS
 from ovss.errors import OvssError
 from ovss.runner import EvalSettings, run_eval
-from ovss.sweep import SweepSettings, init_ray, run_sweep, shard_stems
-from ovss.worker import ModelSettings, model_settings
+from ovss.sweep import (
+    FORWARDED_ENV,
+    SweepModel,
+    SweepSettings,
+    init_ray,
+    parse_checkpoints,
+    run_sweep,
+    shard_stems,
+    sweep_models,
+    task_resources,
+)
+from ovss.worker import ModelSettings, model_settings, worker_environment
+from ovss_common.hashing import sha256_file
 from ovss_common.protocol import LoadRequest
 
 TABLE_KEYS = ("mIoU", "fwIoU", "mACC", "pACC", "per_class", "num_images", "label_space")
@@ -54,7 +67,7 @@ def test_san_sweep_table_equals_eval_and_a_rerun_does_nothing(ray_session, tmp_p
     model = model_settings("san", tiny=True, device="cpu", threads=1)
     expected = run_eval(EvalSettings(model=model, dataset="mini-voc", out=tmp_path / "eval"))
     settings = SweepSettings(
-        models=[model_settings("san", tiny=True, device="cpu", threads=1)],
+        models=[SweepModel(model_settings("san", tiny=True, device="cpu", threads=1))],
         datasets=["mini-voc"],
         out=tmp_path / "sweep",
         workers=2,
@@ -81,7 +94,9 @@ def test_killed_tasks_lose_nothing_and_a_rerun_completes(ray_session, tmp_path, 
     folder = out / "mini-voc" / "toy"
     # Each of the 2 tasks dies (its process exits) after its first image; no retries.
     killed = run_sweep(
-        SweepSettings(models=[_toy()], datasets=["mini-voc"], out=out, kill_after=1, max_retries=0)
+        SweepSettings(
+            models=[SweepModel(_toy())], datasets=["mini-voc"], out=out, kill_after=1, max_retries=0
+        )
     )
     assert all("error" in task for task in killed["tasks"]) and len(killed["tasks"]) == 2
     partial = json.loads((folder / "metrics.json").read_text())
@@ -90,7 +105,7 @@ def test_killed_tasks_lose_nothing_and_a_rerun_completes(ray_session, tmp_path, 
     assert len(stamps) == 2
     # The same sweep again (through the CLI) predicts only the two unfinished images.
     code = main(["sweep", "--methods", "toy", "--datasets", "mini-voc", "--out", str(out)])
-    assert code == 0 and "| toy | mini-voc |" in capsys.readouterr().out
+    assert code == 0 and "| toy | default | mini-voc |" in capsys.readouterr().out
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["num_predicted_now"] == 2 and metrics["num_failed"] == 0
     assert {k: metrics[k] for k in TABLE_KEYS} == {k: expected[k] for k in TABLE_KEYS}
@@ -102,7 +117,7 @@ def test_ray_retries_a_killed_task_with_only_its_unfinished_images(ray_session, 
     expected = run_eval(EvalSettings(model=_toy(), dataset="mini-voc", out=tmp_path / "eval"))
     summary = run_sweep(
         SweepSettings(
-            models=[_toy()],
+            models=[SweepModel(_toy())],
             datasets=["mini-voc"],
             out=tmp_path / "sweep",
             shards=1,
@@ -119,11 +134,131 @@ def test_ray_retries_a_killed_task_with_only_its_unfinished_images(ray_session, 
 
 def test_sweep_refuses_a_folder_of_another_run(ray_session, tmp_path):
     out = tmp_path / "sweep"
-    run_sweep(SweepSettings(models=[_toy()], datasets=["mini-voc"], out=out, limit=1))
-    other = ModelSettings(method="toy", load=LoadRequest(options={"unassigned_below": 10}))
+    run_sweep(SweepSettings(models=[SweepModel(_toy())], datasets=["mini-voc"], out=out, limit=1))
+    other = SweepModel(
+        ModelSettings(method="toy", load=LoadRequest(options={"unassigned_below": 10}))
+    )
     code = main(
         ["sweep", "--methods", "toy", "--datasets", "mini-voc", "--out", str(out), "--limit", "1"]
     )
     assert code == 0
     with pytest.raises(OvssError, match="differs in options"):
         run_sweep(SweepSettings(models=[other], datasets=["mini-voc"], out=out, limit=1))
+
+
+def test_checkpoints_syntax_and_one_line_errors_before_ray(tmp_path, capsys):
+    weights = tmp_path / "ft.pth"
+    weights.write_text("{}")
+    parsed = parse_checkpoints(
+        ["san=san_vit_b_16, san_vit_large_14", f"san=san_vit_large_14:{weights}"], ["san", "car"]
+    )
+    assert [(c.label, c.model, c.weights) for c in parsed["san"]] == [
+        ("san_vit_b_16", "san_vit_b_16", None),
+        ("san_vit_large_14", "san_vit_large_14", None),
+        ("ft", "san_vit_large_14", str(weights)),
+    ]
+    models = sweep_models(["san", "car"], parsed, device="cpu")
+    assert [m.folder for m in models] == [
+        "san@san_vit_b_16",
+        "san@san_vit_large_14",
+        "san@ft",
+        "car",
+    ]
+    assert models[2].settings.load.options == {"model": "san_vit_large_14"}
+    assert models[2].settings.load.weights == str(weights)
+    errors = {
+        "san": "expected METHOD=CHECKPOINT",
+        "san=": "no checkpoint given for san",
+        "nope=x": "unknown method 'nope'",
+        "ovseg=x": "ovseg is not in --methods",
+        "san=x,x": "two checkpoints of san are labelled 'x'",
+        f"san={tmp_path / 'missing.pth'}": "missing.pth does not exist",
+    }
+    for value, message in errors.items():
+        with pytest.raises(OvssError, match=message):
+            parse_checkpoints([value], ["san", "car"])
+    with pytest.raises(OvssError, match="--tiny takes paths to tiny checkpoints"):
+        sweep_models(["san"], parse_checkpoints(["san=san_vit_b_16"], ["san"]), tiny=True)
+    tiny = sweep_models(["san"], parse_checkpoints([f"san={weights}"], ["san"]), tiny=True)[0]
+    assert tiny.settings.untrained and tiny.settings.load.weights == str(weights)
+    flags = ["sweep", "--datasets", "x", "--checkpoints", "san=a", "--checkpoints", "car=b,c"]
+    assert build_parser().parse_args(flags).checkpoints == ["san=a", "car=b,c"]
+    missing = str(tmp_path / "missing.json")
+    argv = ["sweep", "--methods", "toy", "--datasets", "mini-voc", "--checkpoints"]
+    assert main([*argv, f"toy={missing}", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"ovss: error: --checkpoints: toy: {missing} does not exist\n"
+
+
+def test_a_task_gets_one_gpu_where_there_are_gpus_and_its_worker_sees_it(monkeypatch):
+    assert task_resources({"CPU": 16.0, "GPU": 8.0}) == {"num_gpus": 1, "num_cpus": 0}
+    assert task_resources({"CPU": 16.0, "GPU": 8.0}, "cpu") == {"num_cpus": 1}
+    assert task_resources({"CPU": 2.0}) == {"num_cpus": 1}
+    # Ray sets CUDA_VISIBLE_DEVICES in a GPU task's process; the method worker inherits it.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert worker_environment()["CUDA_VISIBLE_DEVICES"] == "3"
+    assert "CUDA_VISIBLE_DEVICES" not in FORWARDED_ENV
+
+
+def test_each_checkpoint_gets_its_folder_and_a_broken_one_fails_in_one_line(
+    ray_session, tmp_path, capsys
+):
+    first, broken = tmp_path / "first.json", tmp_path / "broken.json"
+    first.write_text("{}")
+    broken.write_text("not json")
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--methods", "toy", "--datasets", "mini-voc", "--limit", "2", "--shards", "1"]
+    code = main(
+        [*argv, "--checkpoints", f"toy={first},{broken}", "--no-dashboard", "--out", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "| toy | first | mini-voc |" in captured.out
+    assert "| toy | broken | mini-voc |" in captured.out
+    run = json.loads((out / "mini-voc" / "toy@first" / "run.json").read_text())
+    assert run["cache_key"]["weights_sha256"] == sha256_file(first)
+    failed = [
+        line for line in captured.err.splitlines() if "toy@broken/mini-voc/shard1of1:" in line
+    ]
+    assert len(failed) == 1 and failed[0].endswith("not a toy checkpoint"), failed
+    metrics = json.loads((out / "mini-voc" / "toy@broken" / "metrics.json").read_text())
+    assert metrics["num_failed"] == 2
+    table = json.loads((out / "sweep.json").read_text())["results"]
+    assert [(row["checkpoint"], row["num_failed"]) for row in table] == [
+        ("first", 0),
+        ("broken", 2),
+    ]
+
+
+def test_progress_bars_are_drawn_by_the_driver(ray_session, tmp_path, capsys):
+    settings = SweepSettings(
+        models=[SweepModel(_toy())],
+        datasets=["mini-voc"],
+        out=tmp_path,
+        limit=2,
+        shards=1,
+        progress_bars=True,
+    )
+    assert run_sweep(settings)["results"][0]["num_failed"] == 0
+    err = ""
+    deadline = time.monotonic() + 20  # bar updates reach the driver through Ray's log stream
+    while "100%" not in err and time.monotonic() < deadline:
+        time.sleep(0.5)
+        err += capsys.readouterr().err
+    assert "toy/mini-voc/shard1of1: 100%" in err and " done\n" not in err
+
+
+def test_an_embedded_sweep_prints_its_dashboard_link(tmp_path, capsys):
+    """Last in this module: it shuts the module's Ray down to start one with the dashboard."""
+    import ray
+
+    ray.shutdown()
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--methods", "toy", "--datasets", "mini-voc", "--limit", "1", "--shards", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    links = [
+        line.removeprefix("ovss: Ray dashboard at ")
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("ovss: Ray dashboard at ")
+    ]
+    assert len(links) == 1 and links[0].startswith("http://127.0.0.1:"), links
+    assert json.loads((out / "sweep.json").read_text())["dashboard"] == links[0]
