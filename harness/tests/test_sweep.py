@@ -3,6 +3,7 @@ checkpoints, progress bars and the dashboard link."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -13,6 +14,7 @@ from test_methods import san
 from ovss.cli import build_parser, main
 from ovss.datasets.mini_voc import STEMS
 from ovss.errors import OvssError
+from ovss.reproduce import Scale, Target, run_reproduction
 from ovss.runner import EvalSettings, run_eval
 from ovss.sweep import (
     FORWARDED_ENV,
@@ -227,6 +229,34 @@ def test_each_checkpoint_gets_its_folder_and_a_broken_one_fails_in_one_line(
         ("first", 0),
         ("broken", 2),
     ]
+
+
+def test_reproduce_as_a_sweep_shares_its_folder_with_the_sequential_run(
+    toy_package, ray_session, tmp_path
+):
+    target = Target(
+        method="toy",
+        setting="Toy",
+        model="bright",
+        benchmark="VOC-21",
+        dataset="mini-voc",
+        published=50.0,
+        source="a test",
+        definition="d2-v0.6",
+    )
+    out = tmp_path / "repro"
+    (swept,) = run_reproduction([target], lambda t: _toy(), out, scale=Scale(workers=2))
+    assert swept.status == "measured" and swept.folder == str(out / "mini-voc" / "toy@bright")
+    sequential = run_eval(EvalSettings(model=_toy(), dataset="mini-voc", out=tmp_path / "eval"))
+    assert swept.measured == sequential["mIoU"]
+    (resumed,) = run_reproduction([target], lambda t: _toy(), out)
+    run = json.loads((out / "mini-voc" / "toy@bright" / "metrics.json").read_text())
+    assert run["num_predicted_now"] == 0 and resumed.measured == swept.measured
+
+    broken = ModelSettings(method="toy", load=LoadRequest(weights=str(tmp_path / "absent.json")))
+    other = dataclasses.replace(target, model="broken")
+    (row,) = run_reproduction([other], lambda t: broken, out, scale=Scale(workers=2))
+    assert row.status.startswith("not run: load failed (bad_checkpoint)"), row.status
 
 
 def test_progress_bars_are_drawn_by_the_driver(ray_session, tmp_path, capsys):

@@ -7,6 +7,10 @@ each target whose dataset is prepared with ``ovss eval``'s runner into
 ``OUT/<dataset>/<method>@<model>/`` (resumable, the same files as ``ovss eval``), then computes
 the measured mIoU from the summed confusion matrices under the target's definition.
 
+With ``workers`` (or ``address``) each target is evaluated as an ``ovss sweep`` instead, sharded
+over Ray tasks into the same folder (``sweep.SweepModel`` names it ``<method>@<model>`` too), so a
+sweep and a sequential run resume each other's images.
+
 Nothing is invented: a target whose dataset is not prepared, whose weights cannot be had, or
 whose benchmark has no registry dataset is not run, and its row says why. The rows go to
 ``OUT/<method>.json``; with ``docs``, a full run (no ``limit``) also rewrites that method's table
@@ -30,6 +34,7 @@ from ovss.errors import OvssError
 from ovss.evaluator import sum_confusions
 from ovss.metrics import DEFINITIONS, compute_metrics
 from ovss.runner import EvalSettings, plan_eval, run_eval
+from ovss.sweep import SweepModel, SweepSettings, import_ray, init_ray, run_sweep
 from ovss.worker import ModelSettings, WorkerFailure, model_settings
 from ovss_common.outputs import write_json
 
@@ -195,9 +200,51 @@ class Row:
     provenance: dict[str, Any] | None = None
 
 
-def _measure(target: Target, settings: EvalSettings) -> Row:
-    """Run (or resume) the evaluation of one target and score it under its definition."""
-    metrics = run_eval(settings)
+@dataclass(frozen=True)
+class Scale:
+    """Run each target as a sweep: ``workers`` CPU slots of an embedded Ray, or the cluster at
+    ``address``; ``shards`` per target (default: ``workers``)."""
+
+    workers: int = 2
+    address: str | None = None
+    shards: int | None = None
+
+
+class _LoadFailed(OvssError):
+    """A model that could not be loaded (the worker's one line)."""
+
+
+def _evaluate(target: Target, settings: EvalSettings, scale: Scale | None) -> dict[str, Any]:
+    """Run (or resume) one target's evaluation, in one worker or as a sweep; its metrics."""
+    if scale is None:
+        try:
+            return run_eval(settings)
+        except WorkerFailure as error:
+            if error.request_type == "load":
+                raise _LoadFailed(str(error)) from None
+            raise
+    summary = run_sweep(
+        SweepSettings(
+            models=[SweepModel(settings.model, target.model)],
+            datasets=[target.dataset],
+            out=settings.out.parent.parent,
+            workers=scale.workers,
+            shards=scale.shards,
+            address=scale.address,
+            definition=settings.definition,
+            limit=settings.limit,
+        )
+    )
+    (result,) = summary["results"]
+    errors = [task["error"] for task in summary["tasks"] if task.get("error")]
+    if errors and result["num_images"] == 0:
+        raise _LoadFailed(errors[0])
+    return json.loads(Path(result["metrics"]).read_text(encoding="utf-8"))
+
+
+def _measure(target: Target, settings: EvalSettings, scale: Scale | None) -> Row:
+    """Evaluate one target and score it under its definition."""
+    metrics = _evaluate(target, settings, scale)
     plan = plan_eval(settings)
     stems = [sample.stem for sample in plan.samples]
     matrix = sum_confusions(settings.out, stems, plan.space.num_classes).counts
@@ -236,12 +283,36 @@ def run_reproduction(
     model_for: Callable[[Target], ModelSettings],
     out: Path,
     limit: int | None = None,
+    scale: Scale | None = None,
 ) -> list[Row]:
     """Evaluate every target whose dataset is prepared; one row per target, in order.
 
     A model whose load fails (weights missing offline, a bad download) is not tried again
-    for its other datasets: their rows carry the same reason.
+    for its other datasets: their rows carry the same reason. With ``scale``, the targets run
+    as sweeps on one Ray, started here unless this process has joined one already.
     """
+    if scale is None:
+        return _run_targets(targets, model_for, out, limit, None)
+    ray = import_ray()
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        dashboard = init_ray(scale.workers, scale.address, dashboard=True)
+        if dashboard:
+            print(f"ovss: Ray dashboard at {dashboard}", file=sys.stderr)
+    try:
+        return _run_targets(targets, model_for, out, limit, scale)
+    finally:
+        if own_ray:
+            ray.shutdown()
+
+
+def _run_targets(
+    targets: list[Target],
+    model_for: Callable[[Target], ModelSettings],
+    out: Path,
+    limit: int | None,
+    scale: Scale | None,
+) -> list[Row]:
     rows: list[Row] = []
     unloadable: dict[str, str] = {}
     for target in targets:
@@ -268,11 +339,8 @@ def run_reproduction(
         )
         print(f"ovss: reproduce {target.setting} on {target.dataset}", file=sys.stderr)
         try:
-            rows.append(_measure(target, settings))
-        except WorkerFailure as error:
-            if error.request_type != "load":
-                rows.append(Row(target, f"failed: {error}"))
-                continue
+            rows.append(_measure(target, settings, scale))
+        except _LoadFailed as error:
             unloadable[model_key] = f"not run: {error}"
             rows.append(Row(target, unloadable[model_key]))
         except OvssError as error:
@@ -355,6 +423,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, help="CPU threads of the worker")
     parser.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    parser.add_argument("--workers", type=int, help="run each target as a sweep on N Ray slots")
+    parser.add_argument("--address", help="run each target as a sweep on this Ray cluster")
+    parser.add_argument("--shards", type=int, help="shards per target (default: --workers)")
     parser.add_argument("--out", type=Path, default=Path("results") / "reproduce")
     parser.add_argument("--docs", type=Path, help="rewrite this method's table in this file")
 
@@ -373,6 +444,9 @@ def command(args: argparse.Namespace) -> int:
         targets = [target for target in targets if target.dataset in args.datasets]
     if args.limit is not None and args.limit < 1:
         raise OvssError(f"--limit must be positive, got {args.limit}")
+    scale = None
+    if args.workers is not None or args.address is not None or args.shards is not None:
+        scale = Scale(workers=args.workers or 2, address=args.address, shards=args.shards)
     rows = run_reproduction(
         targets,
         lambda target: official_model(
@@ -384,6 +458,7 @@ def command(args: argparse.Namespace) -> int:
         ),
         args.out,
         args.limit,
+        scale,
     )
     print(format_table(rows), end="")
     for detail in dict.fromkeys(row.detail for row in rows if row.detail):

@@ -371,7 +371,8 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     return result
 
 
-def _ray():
+def import_ray() -> Any:
+    """The ``ray`` module, imported with usage statistics off and one log line per image."""
     os.environ.update(QUIET_ENV)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # one progress line per image (read at import)
     try:
@@ -400,7 +401,7 @@ def init_ray(workers: int, address: str | None = None, dashboard: bool = False) 
         # Keep an embedded Ray on the loopback interface: Ray otherwise replaces 127.0.0.1
         # with the host's reachable address unless "clusters" are disabled (read at import).
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray = _ray()
+    ray = import_ray()
     if ray.is_initialized():
         return None
     if address:
@@ -536,7 +537,7 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
                 for index, stems in enumerate(parts)
             ]
             jobs.append((model, eval_settings, tasks))
-    ray = _ray()
+    ray = import_ray()
     own_ray = not ray.is_initialized()
     dashboard = None
     if own_ray:
@@ -700,7 +701,7 @@ def bench(
     """
     import tempfile
 
-    ray = _ray()
+    ray = import_ray()
     report: dict[str, Any] = {
         "method": method,
         "dataset": dataset,
