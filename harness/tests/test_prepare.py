@@ -96,6 +96,14 @@ def test_prepare_is_resumable_and_keeps_finished_files(root, tmp_path):
     assert not list(label.parent.glob(".*.tmp"))
 
 
+def test_progress_bars_count_every_file(root, tmp_path, capsys):
+    prepare_dataset("ade20k-150", _ade_raw(tmp_path))
+    err = capsys.readouterr().err
+    assert "ade20k-150: 100%" in err and "4/4" in err
+    check_dataset("ade20k-150", progress=True)
+    assert "check ade20k-150: 100%" in capsys.readouterr().err
+
+
 # --- ADE20K-847 ---------------------------------------------------------------------------
 
 ADE_IDS = class_file("ade20k-847")["ade_ids"]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from ovss.datasets.label_spaces import get_label_space
 from ovss.datasets.registry import Dataset, get_dataset
@@ -78,17 +79,9 @@ class PrepareResult:
     skipped: int = 0
 
 
-class _Progress:
-    """A one-line ``\\r`` counter on stderr."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
-        self.label, self.total, self.enabled, self.done = label, total, enabled, 0
-
-    def step(self) -> None:
-        self.done += 1
-        if self.enabled and (self.done == self.total or self.done % 25 == 0):
-            end = "\n" if self.done == self.total else ""
-            print(f"\r{self.label}: {self.done}/{self.total}", end=end, file=sys.stderr, flush=True)
+def _progress(label: str, total: int, enabled: bool) -> tqdm:
+    """A progress bar on stderr (rate and time left), silent when not ``enabled``."""
+    return tqdm(total=total, desc=label, unit="file", disable=not enabled, file=sys.stderr)
 
 
 def _find(raw: Path, candidates: Iterable[str], what: str) -> Path:
@@ -137,17 +130,17 @@ def _convert_all(
     progress: bool,
 ) -> None:
     """Run ``convert(source, target)`` for every job whose target does not exist yet."""
-    counter = _Progress(result.name, len(jobs), progress)
-    for source, target in jobs:
-        if target.exists():
-            result.skipped += 1
-        else:
-            try:
-                convert(source, target)
-            except LabelMapError as exc:
-                raise OvssError(str(exc)) from None
-            result.written += 1
-        counter.step()
+    with _progress(result.name, len(jobs), progress) as bar:
+        for source, target in jobs:
+            if target.exists():
+                result.skipped += 1
+            else:
+                try:
+                    convert(source, target)
+                except LabelMapError as exc:
+                    raise OvssError(str(exc)) from None
+                result.written += 1
+            bar.update()
 
 
 def _image_for(folder: Path, stem: str) -> Path:
@@ -469,7 +462,7 @@ def prepare_dataset(
         raw: the folder holding the extracted download(s).
         split: Pascal Context only: the val stems file (default: ``pascalcontext_val.txt`` or
             ``val.txt`` in ``raw``, else VOC2010's ``ImageSets/Main/val.txt``).
-        progress: print a counter on stderr.
+        progress: draw a progress bar on stderr.
     """
     if name not in PREPARABLE:
         raise OvssError(f"'ovss datasets prepare' supports {', '.join(PREPARABLE)}, not {name!r}")
@@ -512,20 +505,20 @@ def check_dataset(name: str, *, expected: int | None = None, progress: bool = Fa
     else:
         space = get_label_space(dataset.label_space)
         on_disk = space.num_classes + (1 if space.drop_first else 0)
-    counter = _Progress(f"check {name}", len(samples), progress)
-    for sample in samples:
-        try:
-            labels = read_label_map(sample.label)
-        except LabelMapError as exc:
-            problems.append(str(exc))
-        else:
-            values = np.unique(labels)
-            bad = values[(values >= on_disk) & (values != space.ignore_label)]
-            if bad.size:
-                shown = ", ".join(str(v) for v in bad[:5]) + (", …" if bad.size > 5 else "")
-                problems.append(
-                    f"{sample.label}: label values {shown} outside 0..{on_disk - 1} "
-                    f"(ignore {space.ignore_label})"
-                )
-        counter.step()
+    with _progress(f"check {name}", len(samples), progress) as bar:
+        for sample in samples:
+            try:
+                labels = read_label_map(sample.label)
+            except LabelMapError as exc:
+                problems.append(str(exc))
+            else:
+                values = np.unique(labels)
+                bad = values[(values >= on_disk) & (values != space.ignore_label)]
+                if bad.size:
+                    shown = ", ".join(str(v) for v in bad[:5]) + (", …" if bad.size > 5 else "")
+                    problems.append(
+                        f"{sample.label}: label values {shown} outside 0..{on_disk - 1} "
+                        f"(ignore {space.ignore_label})"
+                    )
+            bar.update()
     return problems
