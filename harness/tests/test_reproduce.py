@@ -8,10 +8,19 @@ import pytest
 from conftest import REPO
 
 from ovss.cli import main
-from ovss.datasets import all_datasets
+from ovss.datasets import all_datasets, register_dataset
+from ovss.datasets.mini_voc import STEMS
 from ovss.errors import OvssError
 from ovss.metrics import DEFINITIONS
-from ovss.reproduce import METHODS, TARGETS, Target, run_reproduction, targets_of, update_docs
+from ovss.reproduce import (
+    METHODS,
+    TARGETS,
+    Target,
+    exit_status,
+    run_reproduction,
+    targets_of,
+    update_docs,
+)
 from ovss.runner import EvalSettings, run_eval
 from ovss.worker import ModelSettings
 from ovss_common.protocol import LoadRequest
@@ -91,10 +100,41 @@ def test_a_model_that_cannot_load_is_tried_once(toy_package, tmp_path):
     assert rows[0].status.startswith("not run: load failed (bad_checkpoint)")
     assert "absent.json" in rows[0].status
     assert not (tmp_path / "repro" / "mini-voc" / "toy@other").exists()
+    assert exit_status(rows) == 1
+
+
+def test_failed_images_make_a_partial_row_and_exit_1(toy_package, tmp_path):
+    crashing = ModelSettings(method="toy", load=LoadRequest(options={"crash_on": [STEMS[0]]}))
+    (row,) = run_reproduction([_toy_target("mini-voc")], lambda t: crashing, tmp_path / "r")
+    assert row.status == f"partial: 1 of {len(STEMS)} images failed (see failures.jsonl)"
+    assert row.problem and exit_status([row]) == 1
+    (again,) = run_reproduction(
+        [_toy_target("mini-voc")], lambda target: _toy(), tmp_path / "r", restart=True
+    )
+    run = json.loads((tmp_path / "r" / "mini-voc" / "toy@bright" / "metrics.json").read_text())
+    assert again.status == "measured" and run["num_predicted_now"] == len(STEMS)
+    assert exit_status([again]) == 0
+
+
+def test_car_targets_do_not_count_unassigned_pixels_as_misses(toy_package, datasets_dir, tmp_path):
+    root = datasets_dir / "mini-voc"
+    names = [f"class {i}" for i in range(21)]
+    register_dataset("plain-voc", root / "JPEGImages", root / "SegmentationClass", names)
+    target = _toy_target("plain-voc", definition="car", drop_unassigned=True)
+    dark = ModelSettings(method="toy", load=LoadRequest(options={"unassigned_below": 100}))
+    (row,) = run_reproduction([target], lambda t: dark, tmp_path / "repro")
+    stored = json.loads(
+        (tmp_path / "repro" / "plain-voc" / "toy@bright" / "metrics.json").read_text()
+    )
+    assert stored["definition"] == "car" and row.status == "measured"
+    assert row.measured > stored["mIoU"]  # the eval counts the unassigned pixels as misses
+    assert row.by_definition["car"] == row.measured
 
 
 DOC = """# doc
 <!-- reproduce:san:start -->
+| SAN ViT-B/16 | A-150 | ade20k-150 | d2-main | 27.56 (paper 27.5) | log | 27.49 | measured |
+| SAN ViT-B/16 | A-847 | ade20k-847 | d2-main | 10.21 (paper 10.1) | log | – | not run: x |
 old san
 <!-- reproduce:san:end -->
 between
@@ -121,7 +161,12 @@ def test_cli_fills_only_its_methods_block_and_writes_the_rows(tmp_path, capsys):
     assert "to prepare: extract VOCtrainval_11-May-2012.tar" in printed
 
     assert main(["reproduce", "--method", "san", "--docs", str(doc), "--out", str(out)]) == 0
-    assert "| SAN ViT-L/14 | PC-459 | pc-459 | d2-main | 20.83 (paper 15.7) |" in doc.read_text()
+    san = doc.read_text()
+    assert "| SAN ViT-L/14 | PC-459 | pc-459 | d2-main | 20.83 (paper 15.7) |" in san
+    assert "| SAN ViT-B/16 | VOC-20 | voc-20 | d2-main | 93.95 (paper 94.0) |" in san
+    assert "| log | 27.49 | measured |" in san and "not run: x" not in san
+    assert "Rows kept from an earlier run (their targets could not run now): 1." in san
+    assert san.count("| SAN ViT-") == 12
     before = doc.read_text()
     limited = ["reproduce", "--method", "car", "--limit", "3", "--docs", str(doc)]
     assert main([*limited, "--out", str(out)]) == 0
@@ -130,6 +175,13 @@ def test_cli_fills_only_its_methods_block_and_writes_the_rows(tmp_path, capsys):
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    for flags, message in (
+        (["--workers", "0"], "--workers must be positive, got 0"),
+        (["--shards", "-1"], "--shards must be positive, got -1"),
+        (["--workers", "2", "--device", "cuda:1"], "use --device cuda"),
+    ):
+        assert main(["reproduce", "--method", "san", *flags, "--out", str(tmp_path)]) == 2
+        assert message in capsys.readouterr().err
     assert main(["reproduce", "--method", "car", "--datasets", "coco-stuff-171"]) == 2
     assert "car has no published number on it" in capsys.readouterr().err
     doc = tmp_path / "doc.md"

@@ -14,7 +14,7 @@ from test_methods import san
 from ovss.cli import build_parser, main
 from ovss.datasets.mini_voc import STEMS
 from ovss.errors import OvssError
-from ovss.reproduce import Scale, Target, run_reproduction
+from ovss.reproduce import TARGETS, Scale, Target, official_model, run_reproduction
 from ovss.runner import EvalSettings, run_eval
 from ovss.sweep import (
     FORWARDED_ENV,
@@ -175,6 +175,7 @@ def test_checkpoints_syntax_and_one_line_errors_before_ray(tmp_path, capsys):
         "ovseg=x": "ovseg is not in --methods",
         "san=x,x": "two checkpoints of san are labelled 'x'",
         f"san={tmp_path / 'missing.pth'}": "missing.pth does not exist",
+        "san=san_vit_b_16:": "san: empty path",
     }
     for value, message in errors.items():
         with pytest.raises(OvssError, match=message):
@@ -189,6 +190,14 @@ def test_checkpoints_syntax_and_one_line_errors_before_ray(tmp_path, capsys):
     argv = ["sweep", "--methods", "toy", "--datasets", "mini-voc", "--checkpoints"]
     assert main([*argv, f"toy={missing}", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"ovss: error: --checkpoints: toy: {missing} does not exist\n"
+
+
+def test_a_released_checkpoint_loads_as_reproduce_loads_it():
+    for target in TARGETS:
+        checkpoints = parse_checkpoints([f"{target.method}={target.model}"], [target.method])
+        (model,) = sweep_models([target.method], checkpoints, device="cuda")
+        assert model.folder == target.folder_name
+        assert model.settings.load == official_model(target, device="cuda").load
 
 
 def test_a_task_gets_one_gpu_where_there_are_gpus_and_its_worker_sees_it(monkeypatch):
@@ -222,6 +231,8 @@ def test_each_checkpoint_gets_its_folder_and_a_broken_one_fails_in_one_line(
         line for line in captured.err.splitlines() if "toy@broken/mini-voc/shard1of1:" in line
     ]
     assert len(failed) == 1 and failed[0].endswith("not a toy checkpoint"), failed
+    tasks = json.loads((out / "sweep.json").read_text())["tasks"]
+    assert [task.get("load_failed", False) for task in tasks].count(True) == 1
     metrics = json.loads((out / "mini-voc" / "toy@broken" / "metrics.json").read_text())
     assert metrics["num_failed"] == 2
     table = json.loads((out / "sweep.json").read_text())["results"]

@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,7 +35,14 @@ from ovss.errors import OvssError
 from ovss.evaluator import sum_confusions
 from ovss.metrics import DEFINITIONS, compute_metrics
 from ovss.runner import EvalSettings, plan_eval, run_eval
-from ovss.sweep import SweepModel, SweepSettings, import_ray, init_ray, run_sweep
+from ovss.sweep import (
+    SweepModel,
+    SweepSettings,
+    check_device,
+    import_ray,
+    run_sweep,
+    start_ray,
+)
 from ovss.worker import ModelSettings, WorkerFailure, model_settings
 from ovss_common.outputs import write_json
 
@@ -58,6 +66,7 @@ class Target:
         drop_unassigned: CaR's ``ignore_background`` on a dataset whose background is
             ignored in the ground truth: unassigned pixels are not misses.
         paper: the paper's figure where the target is another source's (SAN's logs).
+        decimals: the decimals ``source`` gives ``published`` with.
     """
 
     method: str
@@ -70,6 +79,7 @@ class Target:
     definition: str
     drop_unassigned: bool = False
     paper: float | None = None
+    decimals: int = 1
 
     @property
     def folder_name(self) -> str:
@@ -132,6 +142,7 @@ TARGETS: tuple[Target, ...] = (
             source=f"released log ({model}.log)",
             definition="d2-main",
             paper=paper,
+            decimals=2,
         )
         for model, (setting, logs, papers) in _SAN_NUMBERS.items()
         for (benchmark, dataset), log, paper in zip(_SAN_BENCHMARKS, logs, papers, strict=True)
@@ -175,23 +186,27 @@ def targets_of(method: str) -> list[Target]:
 
 
 def official_model(target: Target, **load: Any) -> ModelSettings:
-    """The released model of ``target``: SAN and OVSeg by zoo name, CaR by shipped config.
+    """The released model of ``target``, named by the ``model`` load option: a zoo name for SAN
+    and OVSeg, a shipped config for CaR (``ovss sweep --checkpoints`` sends the same request).
 
     ``load`` holds the other ``LoadRequest`` fields (device, dtype, threads) and ``timeout``.
     """
-    if target.method == "car":
-        return model_settings("car", config=target.model, **load)
     return model_settings(target.method, options={"model": target.model}, **load)
 
 
 @dataclass
 class Row:
-    """A target and what became of it here (``status`` is one short line, ``detail`` the
-    full message when it was shortened)."""
+    """A target and what became of it here.
+
+    ``status`` is one short line, ``detail`` the full message where it was shortened.
+    ``problem`` marks a target that was tried and did not give a complete measurement (its
+    model did not load, images failed, the run failed): ``ovss reproduce`` then exits 1.
+    """
 
     target: Target
     status: str
     detail: str | None = None
+    problem: bool = False
     measured: float | None = None
     by_definition: dict[str, float | None] | None = None
     images: int = 0
@@ -214,8 +229,11 @@ class _LoadFailed(OvssError):
     """A model that could not be loaded (the worker's one line)."""
 
 
-def _evaluate(target: Target, settings: EvalSettings, scale: Scale | None) -> dict[str, Any]:
-    """Run (or resume) one target's evaluation, in one worker or as a sweep; its metrics."""
+def _evaluate(
+    target: Target, settings: EvalSettings, out: Path, scale: Scale | None
+) -> dict[str, Any]:
+    """Run (or resume) one target's evaluation, in one worker or as a sweep into ``out``; its
+    metrics."""
     if scale is None:
         try:
             return run_eval(settings)
@@ -226,8 +244,8 @@ def _evaluate(target: Target, settings: EvalSettings, scale: Scale | None) -> di
     summary = run_sweep(
         SweepSettings(
             models=[SweepModel(settings.model, target.model)],
-            datasets=[target.dataset],
-            out=settings.out.parent.parent,
+            datasets=[settings.dataset],
+            out=out,
             workers=scale.workers,
             shards=scale.shards,
             address=scale.address,
@@ -235,16 +253,16 @@ def _evaluate(target: Target, settings: EvalSettings, scale: Scale | None) -> di
             limit=settings.limit,
         )
     )
+    load_errors = [task["error"] for task in summary["tasks"] if task.get("load_failed")]
+    if load_errors:
+        raise _LoadFailed(load_errors[0])
     (result,) = summary["results"]
-    errors = [task["error"] for task in summary["tasks"] if task.get("error")]
-    if errors and result["num_images"] == 0:
-        raise _LoadFailed(errors[0])
     return json.loads(Path(result["metrics"]).read_text(encoding="utf-8"))
 
 
-def _measure(target: Target, settings: EvalSettings, scale: Scale | None) -> Row:
+def _measure(target: Target, settings: EvalSettings, out: Path, scale: Scale | None) -> Row:
     """Evaluate one target and score it under its definition."""
-    metrics = _evaluate(target, settings, scale)
+    metrics = _evaluate(target, settings, out, scale)
     plan = plan_eval(settings)
     stems = [sample.stem for sample in plan.samples]
     matrix = sum_confusions(settings.out, stems, plan.space.num_classes).counts
@@ -257,18 +275,18 @@ def _measure(target: Target, settings: EvalSettings, scale: Scale | None) -> Row
         )["mIoU"]
         for definition in DEFINITIONS
     }
-    finished = metrics["num_images"]
+    finished, failed = metrics["num_images"], metrics["num_failed"]
     total = len(get_dataset(settings.dataset).samples())
-    complete = finished == total
-    if complete:
-        status = "measured"
-    elif metrics["num_failed"]:
-        status = f"partial: {metrics['num_failed']} images failed (see failures.jsonl)"
-    else:
+    if failed:
+        status = f"partial: {failed} of {len(stems)} images failed (see failures.jsonl)"
+    elif finished < total:
         status = f"partial: first {finished} of {total} images"
+    else:
+        status = "measured"
     return Row(
         target=target,
         status=status,
+        problem=bool(failed),
         measured=by_definition[target.definition],
         by_definition=by_definition,
         images=finished,
@@ -284,26 +302,23 @@ def run_reproduction(
     out: Path,
     limit: int | None = None,
     scale: Scale | None = None,
+    restart: bool = False,
 ) -> list[Row]:
     """Evaluate every target whose dataset is prepared; one row per target, in order.
 
     A model whose load fails (weights missing offline, a bad download) is not tried again
     for its other datasets: their rows carry the same reason. With ``scale``, the targets run
-    as sweeps on one Ray, started here unless this process has joined one already.
+    as sweeps on one Ray, started here unless this process has joined one already. With
+    ``restart``, each target's earlier results are discarded first.
     """
     if scale is None:
-        return _run_targets(targets, model_for, out, limit, None)
-    ray = import_ray()
-    own_ray = not ray.is_initialized()
-    if own_ray:
-        dashboard = init_ray(scale.workers, scale.address, dashboard=True)
-        if dashboard:
-            print(f"ovss: Ray dashboard at {dashboard}", file=sys.stderr)
+        return _run_targets(targets, model_for, out, limit, None, restart)
+    own_ray, _ = start_ray(scale.workers, scale.address, dashboard=True)
     try:
-        return _run_targets(targets, model_for, out, limit, scale)
+        return _run_targets(targets, model_for, out, limit, scale, restart)
     finally:
         if own_ray:
-            ray.shutdown()
+            import_ray().shutdown()
 
 
 def _run_targets(
@@ -312,6 +327,7 @@ def _run_targets(
     out: Path,
     limit: int | None,
     scale: Scale | None,
+    restart: bool,
 ) -> list[Row]:
     rows: list[Row] = []
     unloadable: dict[str, str] = {}
@@ -328,7 +344,7 @@ def _run_targets(
         model = model_for(target)
         model_key = json.dumps(model.load_request(), sort_keys=True)
         if model_key in unloadable:
-            rows.append(Row(target, unloadable[model_key]))
+            rows.append(Row(target, unloadable[model_key], problem=True))
             continue
         settings = EvalSettings(
             model=model,
@@ -337,78 +353,111 @@ def _run_targets(
             limit=limit,
             definition=target.definition,
         )
+        if restart:
+            shutil.rmtree(settings.out, ignore_errors=True)
         print(f"ovss: reproduce {target.setting} on {target.dataset}", file=sys.stderr)
         try:
-            rows.append(_measure(target, settings, scale))
+            rows.append(_measure(target, settings, out, scale))
         except _LoadFailed as error:
             unloadable[model_key] = f"not run: {error}"
-            rows.append(Row(target, unloadable[model_key]))
+            rows.append(Row(target, unloadable[model_key], problem=True))
         except OvssError as error:
-            rows.append(Row(target, f"failed: {error}"))
+            rows.append(Row(target, f"failed: {error}", problem=True))
     return rows
 
 
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def _number(value: float | None, decimals: int = 2) -> str:
+    return "–" if value is None else f"{value:.{decimals}f}"
+
+
+HEADER = (
+    "| setting | benchmark | dataset | mIoU definition | published | source | "
+    "measured here | status |\n"
+    "|---|---|---|---|---:|---|---:|---|\n"
+)
+
+
+def table_line(row: Row) -> str:
+    """``row`` as one markdown table line (the published figure as precise as its source)."""
+    target = row.target
+    definition = target.definition + (", unassigned ignored" if target.drop_unassigned else "")
+    published = _number(target.published, target.decimals)
+    if target.paper is not None:
+        published += f" (paper {_number(target.paper, 1)})"
+    status = " ".join(row.status.split()).replace("|", "\\|")
+    return (
+        f"| {target.setting} | {target.benchmark} | {target.dataset or '–'} | {definition} | "
+        f"{published} | {target.source} | {_number(row.measured)} | {status} |"
+    )
 
 
 def format_table(rows: list[Row]) -> str:
     """The markdown table of ``rows`` (published vs measured, with each row's status)."""
-    lines = [
-        "| setting | benchmark | dataset | mIoU definition | published | source | "
-        "measured here | status |",
-        "|---|---|---|---|---:|---|---:|---|",
-    ]
-    for row in rows:
-        target = row.target
-        definition = target.definition + (", unassigned ignored" if target.drop_unassigned else "")
-        published = f"{target.published:g}"
-        if target.paper is not None:
-            published += f" (paper {target.paper:g})"
-        status = row.status.replace("|", "\\|")
-        lines.append(
-            f"| {target.setting} | {target.benchmark} | {target.dataset or '–'} | {definition} | "
-            f"{published} | {target.source} | {_number(row.measured)} | {status} |"
-        )
-    return "\n".join(lines) + "\n"
+    return HEADER + "".join(table_line(row) + "\n" for row in rows)
 
 
-def _stamp(rows: list[Row]) -> str:
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _stamp(rows: list[Row], kept: int) -> str:
     """The line under a table: when and on what it was filled."""
     runs = [row.provenance for row in rows if row.provenance]
     when = datetime.date.today().isoformat()
-    if not runs:
-        return f"Filled on {when}: no target could be run here (see each row's status).\n"
-    first = runs[0]
-    return (
-        f"Filled on {when} by `nox -s reproduce`: device {first.get('device')}, "
-        f"{first.get('dtype')}, commit {first.get('git_commit')}.\n"
-    )
+    if runs:
+        first = runs[0]
+        stamp = (
+            f"Filled on {when} by `ovss reproduce`: device {first.get('device')}, "
+            f"{first.get('dtype')}, commit {first.get('git_commit')}."
+        )
+    else:
+        stamp = f"Filled on {when}: no target could be run here (see each row's status)."
+    if kept:
+        stamp += f" Rows kept from an earlier run (their targets could not run now): {kept}."
+    return stamp + "\n"
 
 
 def update_docs(path: Path, method: str, rows: list[Row]) -> None:
-    """Replace ``method``'s table in the reproduction doc at ``path`` with ``rows``."""
+    """Replace ``method``'s table in the reproduction doc at ``path`` with ``rows``.
+
+    A target that was not measured now keeps its line from the table being replaced when that
+    line has a measured figure: a run on a machine without some dataset or weights never
+    erases what another machine measured.
+    """
     if not path.is_file():
         raise OvssError(f"{path}: no such file (the reproduction doc)")
     text = path.read_text(encoding="utf-8")
     start, end = f"<!-- reproduce:{method}:start -->", f"<!-- reproduce:{method}:end -->"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-    if not pattern.search(text):
+    pattern = re.compile(re.escape(start) + r"(.*?)" + re.escape(end), re.DOTALL)
+    match = pattern.search(text)
+    if match is None:
         raise OvssError(f"{path}: no '{start}' ... '{end}' block for {method}")
-    block = f"{start}\n{format_table(rows)}\n{_stamp(rows)}{end}"
-    path.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+    earlier = {
+        tuple(cells[:2]): line
+        for line in match.group(1).splitlines()
+        if len(cells := _cells(line)) == 8 and cells[6] not in ("–", "measured here")
+    }
+    lines, kept = [], 0
+    for row in rows:
+        line = earlier.get((row.target.setting, row.target.benchmark))
+        if row.measured is None and line is not None:
+            lines.append(line)
+            kept += 1
+        else:
+            lines.append(table_line(row))
+    table = HEADER + "".join(line + "\n" for line in lines)
+    block = f"{start}\n{table}\n{_stamp(rows, kept)}{end}"
+    path.write_text(text[: match.start()] + block + text[match.end() :], encoding="utf-8")
 
 
 def write_rows(path: Path, method: str, rows: list[Row], limit: int | None) -> None:
     """``OUT/<method>.json``: every row with its target, status and figures."""
-    write_json(
-        path,
-        {
-            "method": method,
-            "limit": limit,
-            "rows": [{**asdict(row), "target": asdict(row.target)} for row in rows],
-        },
-    )
+    write_json(path, {"method": method, "limit": limit, "rows": [asdict(row) for row in rows]})
+
+
+def exit_status(rows: list[Row]) -> int:
+    """1 when some target was tried and did not give a complete measurement, else 0."""
+    return 1 if any(row.problem for row in rows) else 0
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -426,12 +475,26 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, help="run each target as a sweep on N Ray slots")
     parser.add_argument("--address", help="run each target as a sweep on this Ray cluster")
     parser.add_argument("--shards", type=int, help="shards per target (default: --workers)")
+    parser.add_argument("--restart", action="store_true", help="discard earlier results first")
     parser.add_argument("--out", type=Path, default=Path("results") / "reproduce")
     parser.add_argument("--docs", type=Path, help="rewrite this method's table in this file")
 
 
+def _check_args(args: argparse.Namespace) -> Scale | None:
+    """One-line errors for bad numbers; the sweep settings when a Ray flag is given."""
+    for flag in ("limit", "workers", "shards", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise OvssError(f"--{flag} must be positive, got {value}")
+    if args.workers is None and args.address is None and args.shards is None:
+        return None
+    check_device(args.device)
+    return Scale(workers=args.workers or 2, address=args.address, shards=args.shards)
+
+
 def command(args: argparse.Namespace) -> int:
-    """Run ``ovss reproduce``: print the table; exit 1 when a run that started failed."""
+    """Run ``ovss reproduce``: print the table; exit 1 when a target that was tried did not give
+    a complete measurement (see ``Row.problem``)."""
     targets = targets_of(args.method)
     if args.datasets:
         known = {target.dataset for target in targets}
@@ -442,11 +505,7 @@ def command(args: argparse.Namespace) -> int:
                 f"(choose from {', '.join(sorted(d for d in known if d))})"
             )
         targets = [target for target in targets if target.dataset in args.datasets]
-    if args.limit is not None and args.limit < 1:
-        raise OvssError(f"--limit must be positive, got {args.limit}")
-    scale = None
-    if args.workers is not None or args.address is not None or args.shards is not None:
-        scale = Scale(workers=args.workers or 2, address=args.address, shards=args.shards)
+    scale = _check_args(args)
     rows = run_reproduction(
         targets,
         lambda target: official_model(
@@ -459,6 +518,7 @@ def command(args: argparse.Namespace) -> int:
         args.out,
         args.limit,
         scale,
+        args.restart,
     )
     print(format_table(rows), end="")
     for detail in dict.fromkeys(row.detail for row in rows if row.detail):
@@ -471,4 +531,4 @@ def command(args: argparse.Namespace) -> int:
         else:
             update_docs(args.docs, args.method, rows)
             print(f"reproduce -> {args.docs}")
-    return 1 if any(row.status.startswith("failed") for row in rows) else 0
+    return exit_status(rows)

@@ -105,6 +105,8 @@ class Checkpoint:
 
 
 def _existing_path(method: str, text: str) -> str:
+    if not text.strip():
+        raise OvssError(f"--checkpoints: {method}: empty path")
     path = Path(text).expanduser()
     if not path.exists():
         raise OvssError(f"--checkpoints: {method}: {text} does not exist")
@@ -310,7 +312,8 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
 
     Starts no worker when every image of the shard is finished. Progress goes to a bar
     (``task.progress_bar``) or to one stderr line per image. A worker that cannot load its model
-    (a checkpoint that cannot be resolved, ...) ends the task with the result's ``error``.
+    (a checkpoint that cannot be resolved, ...) ends the task with the result's ``error`` and
+    ``load_failed``.
     """
     os.environ.update({**task.env, **QUIET_ENV})
     settings = task.settings
@@ -364,7 +367,8 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             )
     except OvssError as error:
         unfinished = [s.stem for s in pending if not _confusion_path(out, s.stem).is_file()]
-        result.update(error=str(error), unfinished=unfinished)
+        load_failed = isinstance(error, WorkerFailure) and error.request_type == "load"
+        result.update(error=str(error), unfinished=unfinished, load_failed=load_failed)
     finally:
         if bar is not None:
             bar.close()
@@ -419,6 +423,34 @@ def init_ray(workers: int, address: str | None = None, dashboard: bool = False) 
         log_to_driver=True,
     )
     return _http(context.dashboard_url)
+
+
+def start_ray(workers: int, address: str | None, dashboard: bool) -> tuple[bool, str | None]:
+    """``init_ray`` unless this process has joined a Ray already; prints the dashboard's link,
+    or why there is none.
+
+    Returns whether Ray was started here (the caller shuts it down) and the dashboard's link.
+    """
+    if import_ray().is_initialized():
+        return False, None
+    link = init_ray(workers, address, dashboard)
+    if link:
+        print(f"ovss: Ray dashboard at {link}", file=sys.stderr)
+    elif dashboard and not address:
+        print(
+            "ovss: the Ray dashboard did not start (are ray[default]'s dependencies "
+            "installed?); going on without it",
+            file=sys.stderr,
+        )
+    return True, link
+
+
+def check_device(device: str | None) -> None:
+    """Refuse ``cuda:N``: a Ray task sees only the GPU Ray gave it."""
+    if device and device.startswith("cuda:"):
+        raise OvssError(
+            f"--device {device}: a task sees only the GPU Ray gave it; use --device cuda"
+        )
 
 
 def _eval_settings(model: SweepModel, dataset: str, settings: SweepSettings) -> EvalSettings:
@@ -538,18 +570,7 @@ def run_sweep(settings: SweepSettings) -> dict[str, Any]:
             ]
             jobs.append((model, eval_settings, tasks))
     ray = import_ray()
-    own_ray = not ray.is_initialized()
-    dashboard = None
-    if own_ray:
-        dashboard = init_ray(settings.workers, settings.address, settings.dashboard)
-        if dashboard:
-            print(f"ovss: Ray dashboard at {dashboard}", file=sys.stderr)
-        elif settings.dashboard and not settings.address:
-            print(
-                "ovss: the Ray dashboard did not start (are ray[default]'s dependencies "
-                "installed?); the sweep goes on without it",
-                file=sys.stderr,
-            )
+    own_ray, dashboard = start_ray(settings.workers, settings.address, settings.dashboard)
     try:
         devices = {model.settings.load.device for model in settings.models}
         options = task_resources(ray.cluster_resources(), "cpu" if devices == {"cpu"} else None)
@@ -659,10 +680,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run ``ovss sweep``: print the table; exit 1 when some image is unfinished."""
-    if args.device and args.device.startswith("cuda:"):
-        raise OvssError(
-            f"--device {args.device}: a task sees only the GPU Ray gave it; use --device cuda"
-        )
+    check_device(args.device)
     methods = _names(args.methods, "--methods")
     models = sweep_models(
         methods,

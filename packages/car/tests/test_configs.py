@@ -118,3 +118,16 @@ def test_shipped_configs_load_by_name(tmp_path, monkeypatch):
         load_config("ade_151")
     with pytest.raises(FileNotFoundError, match=r"ade_150\.yml: no such config file"):
         load_config("ade_150.yml")
+
+
+def test_the_model_option_names_a_shipped_config():
+    from ovss_car.worker import requested_config
+    from ovss_common.protocol import LoadRequest, WorkerError
+
+    assert requested_config(LoadRequest(options={"model": "ade_847"})) == CONFIGS / "ade_847.yaml"
+    assert requested_config(LoadRequest()) == CONFIGS / "voc.yaml"
+    assert requested_config(LoadRequest(config="coco")) == CONFIGS / "coco.yaml"
+    with pytest.raises(WorkerError, match=r"unknown model 'ade_151' \(have ade_150, ade_847"):
+        requested_config(LoadRequest(options={"model": "ade_151"}))
+    with pytest.raises(WorkerError, match="not both"):
+        requested_config(LoadRequest(config="voc", options={"model": "voc"}))

@@ -1,7 +1,9 @@
 """The CaR worker: ``python -m ovss_car.worker`` serves the OVSS protocol on stdin/stdout.
 
 ``config`` is a CaR YAML config, or the name of a shipped one (``ade_150``, ``pascal_context``;
-default: ``voc``); ``weights`` is a folder in which the
+default: ``voc``); the ``model`` option names a shipped config too, as SAN's and OVSeg's name
+their released models (CaR has no weights of its own: a config is its released setting);
+``weights`` is a folder in which the
 config's two checkpoint names are looked up. Official names (``ViT-B/16``, ``ViT-L/14``) come
 from the weights zoo unless the folder holds their files. A ``segment`` request's ``stuff``
 names get CaR's second pass (thing vocabulary as CAM background); label indices are positions
@@ -32,7 +34,7 @@ from PIL import Image
 
 from ovss_car.car import CaR, assign_labels
 from ovss_car.clip_model import load_clip, random_clip
-from ovss_car.config import CONFIG_DIR, CarConfig, config_file, load_config
+from ovss_car.config import CONFIG_DIR, CarConfig, config_file, load_config, shipped_configs
 from ovss_car.sam import SamRefiner, refine_masks
 from ovss_car.zoo import SAM_WEIGHTS, WEIGHTS
 from ovss_common.checkpoints import CheckpointError
@@ -80,6 +82,21 @@ def checkpoint_path(name: str, folder: Path | None, config_dir: Path) -> str:
     return str(candidate)
 
 
+def requested_config(request: LoadRequest) -> Path:
+    """The config a load asks for: the ``model`` option (a shipped config's name), else
+    ``config`` (a path or a shipped config's name), else the VOC config."""
+    model = request.options.get("model")
+    if model is None:
+        return config_file(request.config) if request.config else DEFAULT_CONFIG
+    if request.config:
+        raise WorkerError("bad_option", "give the model option or a config, not both", "model")
+    if model not in shipped_configs():
+        raise WorkerError(
+            "bad_option", f"unknown model {model!r} (have {', '.join(shipped_configs())})", "model"
+        )
+    return CONFIG_DIR / f"{model}.yaml"
+
+
 def voc_names(names: list[str]) -> list[str]:
     """CaR's VOC config swaps a plain VOC class name for its longer CaR name ("bird" ->
     "bird avian"); other names are kept."""
@@ -107,12 +124,14 @@ class CarMethod(Method):
 
     def load(self, request: LoadRequest) -> dict[str, Any]:
         check_options(
-            request.options, ("sam", "random_weights", "semantic_templates", "voc_names"), "CaR"
+            request.options,
+            ("model", "sam", "random_weights", "semantic_templates", "voc_names"),
+            "CaR",
         )
         device = request.device or default_device()
         dtype = resolve_dtype(request.dtype, device)
         runtime = configure(request.threads)
-        config_path = config_file(request.config) if request.config else DEFAULT_CONFIG
+        config_path = requested_config(request)
         try:
             self.config: CarConfig = load_config(config_path)
         except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
