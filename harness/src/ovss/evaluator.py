@@ -29,11 +29,16 @@ def load_confusion(path: str | Path) -> SparseConfusion:
         raise OvssError(f"{path}: unreadable confusion file ({exc})") from None
 
 
+def confusion_file(folder: Path, stem: str) -> Path:
+    """Where a run folder stores one image's confusion: ``folder/confusion/<stem>.npz``."""
+    return folder / "confusion" / f"{stem}.npz"
+
+
 def sum_confusions(folder: Path, stems: list[str], num_classes: int) -> ConfusionMatrix:
-    """The sum of ``folder/confusion/<stem>.npz`` over the ``stems`` that have one."""
+    """The sum of the stored confusions of ``folder`` over the ``stems`` that have one."""
     matrix = ConfusionMatrix(num_classes)
     for stem in stems:
-        path = folder / "confusion" / f"{stem}.npz"
+        path = confusion_file(folder, stem)
         if path.is_file():
             matrix.add(load_confusion(path))
     return matrix

@@ -276,7 +276,7 @@ def _measure(target: Target, settings: EvalSettings, out: Path, scale: Scale | N
         for definition in DEFINITIONS
     }
     finished, failed = metrics["num_images"], metrics["num_failed"]
-    total = len(get_dataset(settings.dataset).samples())
+    total = len(plan.dataset.stems())
     if failed:
         status = f"partial: {failed} of {len(stems)} images failed (see failures.jsonl)"
     elif finished < total:

@@ -31,7 +31,7 @@ import numpy as np
 from ovss.datasets import Dataset, LabelSpace, Sample, build_mini_voc, get_dataset
 from ovss.environments import MethodPackage, get_method
 from ovss.errors import OvssError
-from ovss.evaluator import SemSegEvaluator, load_confusion, save_confusion
+from ovss.evaluator import SemSegEvaluator, confusion_file, load_confusion, save_confusion
 from ovss.metrics import NO_CLASS, image_confusion
 from ovss.provenance import provenance, vocabulary_sha256
 from ovss.rle import export_predictions
@@ -192,7 +192,7 @@ class _Run:
         self.predicted = 0
 
     def confusion_path(self, stem: str) -> Path:
-        return self.out / "confusion" / f"{stem}.npz"
+        return confusion_file(self.out, stem)
 
     def predict(self, sample: Sample) -> None:
         """Segment one image, store its prediction in dataset ids and its confusion."""

@@ -38,7 +38,7 @@ from typing import Any
 from ovss.datasets import datasets_root
 from ovss.environments import get_method
 from ovss.errors import OvssError
-from ovss.evaluator import SemSegEvaluator, load_confusion
+from ovss.evaluator import SemSegEvaluator, confusion_file, load_confusion
 from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
 from ovss.rle import export_predictions
 from ovss.runner import EvalSettings, _Run, cache_key, plan_eval
@@ -278,10 +278,6 @@ class ShardTask:
     kill_after: int | None = None
 
 
-def _confusion_path(out: Path, stem: str) -> Path:
-    return out / "confusion" / f"{stem}.npz"
-
-
 def _check_run_file(out: Path, key: dict[str, Any], fields: tuple[str, ...] | None = None) -> None:
     """Refuse a folder whose ``run.json`` holds another run (only ``fields`` when given)."""
     run_file = out / "run.json"
@@ -321,7 +317,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     wanted = set(task.stems)
     out = settings.out
     pending = [s for s in plan.samples if s.stem in wanted]
-    pending = [s for s in pending if not _confusion_path(out, s.stem).is_file()]
+    pending = [s for s in pending if not confusion_file(out, s.stem).is_file()]
     result: dict[str, Any] = {
         "label": task.label,
         "images": len(task.stems),
@@ -345,7 +341,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             if not (out / "run.json").is_file():
                 write_json(out / "run.json", {"cache_key": key, "provenance": run.provenance})
             for position, sample in enumerate(pending, start=1):
-                if _confusion_path(out, sample.stem).is_file():
+                if confusion_file(out, sample.stem).is_file():
                     if bar is not None:
                         bar.update(1)
                     continue
@@ -366,7 +362,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
                 predicted=run.predicted, restarts=worker.restarts, model_seconds=run.model_seconds
             )
     except OvssError as error:
-        unfinished = [s.stem for s in pending if not _confusion_path(out, s.stem).is_file()]
+        unfinished = [s.stem for s in pending if not confusion_file(out, s.stem).is_file()]
         load_failed = isinstance(error, WorkerFailure) and error.request_type == "load"
         result.update(error=str(error), unfinished=unfinished, load_failed=load_failed)
     finally:
@@ -476,7 +472,7 @@ def _finish(eval_settings: EvalSettings, results: list[dict[str, Any]], wall: fl
     finished = {}
     missing = []
     for sample in plan.samples:
-        path = _confusion_path(out, sample.stem)
+        path = confusion_file(out, sample.stem)
         if path.is_file():
             evaluator.add(sample.stem, load_confusion(path))
             finished[str(sample.image)] = out / "predictions" / f"{sample.stem}.png"

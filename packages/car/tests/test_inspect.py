@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import GOLDEN
 
-from ovss_common.testing import WorkerClient, check_inspection, error_of, inspect_image
+from ovss_common.testing import check_inspection, error_of, inspect_image, loaded_worker
 
 CONFIG = GOLDEN / "configs" / "voc20_voc.yaml"
 VOCABULARY = ["cat", "wall", "floor"]
@@ -13,11 +13,9 @@ VOCABULARY = ["cat", "wall", "floor"]
 
 @pytest.fixture(scope="module")
 def worker():
-    client = WorkerClient("ovss_car.worker")
-    reply = client.ask("load", config=str(CONFIG), weights=str(GOLDEN), device="cpu", threads=2)
-    assert reply["ok"], reply
-    yield client
-    client.close()
+    load = {"config": str(CONFIG), "weights": str(GOLDEN), "device": "cpu", "threads": 2}
+    with loaded_worker("ovss_car.worker", **load) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import CHECKPOINT, CONFIG
 
-from ovss_common.testing import WorkerClient, check_inspection, error_of, inspect_image
+from ovss_common.testing import check_inspection, error_of, inspect_image, loaded_worker
 from ovss_ovseg.build import load_ovseg
 from ovss_ovseg.inspection import REGION_TOWER, trained
 
@@ -14,11 +14,9 @@ VOCABULARY = ["cat", "wall", "floor"]
 
 @pytest.fixture(scope="module")
 def worker():
-    client = WorkerClient("ovss_ovseg.worker")
-    reply = client.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu", threads=2)
-    assert reply["ok"], reply
-    yield client
-    client.close()
+    load = {"config": str(CONFIG), "weights": str(CHECKPOINT), "device": "cpu", "threads": 2}
+    with loaded_worker("ovss_ovseg.worker", **load) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

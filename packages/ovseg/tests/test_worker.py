@@ -9,16 +9,14 @@ from conftest import CHECKPOINT, CONFIG, CONFIG_DEMO
 from PIL import Image
 
 from ovss_common.outputs import read_label_map
-from ovss_common.testing import WorkerClient, error_of
+from ovss_common.testing import WorkerClient, error_of, loaded_worker
 
 
 @pytest.fixture(scope="module")
 def worker():
-    client = WorkerClient("ovss_ovseg.worker")
-    reply = client.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu", threads=2)
-    assert reply["ok"], reply
-    yield client
-    client.close()
+    load = {"config": str(CONFIG), "weights": str(CHECKPOINT), "device": "cpu", "threads": 2}
+    with loaded_worker("ovss_ovseg.worker", **load) as client:
+        yield client
 
 
 def _segment(worker, path, vocabulary, prefix, save_scores=False):

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from ovss_common.inspection import StageRecorder, parameter_rows
-from ovss_common.testing import WorkerClient, check_inspection, error_of, inspect_image
+from ovss_common.testing import check_inspection, error_of, inspect_image, loaded_worker
 from ovss_san.inspection import trained
 
 VOCABULARY = ["cat", "wall", "floor"]
@@ -18,11 +18,9 @@ VOCABULARY = ["cat", "wall", "floor"]
 
 @pytest.fixture(scope="module")
 def worker():
-    client = WorkerClient("ovss_san.worker")
-    reply = client.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu", threads=2)
-    assert reply["ok"], reply
-    yield client
-    client.close()
+    load = {"config": str(CONFIG), "weights": str(CHECKPOINT), "device": "cpu", "threads": 2}
+    with loaded_worker("ovss_san.worker", **load) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,14 @@ from conftest import CHECKPOINT, CONFIG
 from PIL import Image
 
 from ovss_common.outputs import read_label_map
-from ovss_common.testing import WorkerClient, error_of
+from ovss_common.testing import WorkerClient, error_of, loaded_worker
 
 
 @pytest.fixture(scope="module")
 def worker():
-    client = WorkerClient("ovss_san.worker")
-    reply = client.ask("load", config=str(CONFIG), weights=str(CHECKPOINT), device="cpu", threads=2)
-    assert reply["ok"], reply
-    yield client
-    client.close()
+    load = {"config": str(CONFIG), "weights": str(CHECKPOINT), "device": "cpu", "threads": 2}
+    with loaded_worker("ovss_san.worker", **load) as client:
+        yield client
 
 
 def test_load_reports_provenance(worker):

@@ -143,6 +143,15 @@ def _convert_all(
             bar.update()
 
 
+def _sample_jobs(dataset: Dataset, image: Path, label: Path, stem: str) -> list[tuple[Path, Path]]:
+    """The two jobs of one sample: its image and its label, each to its registry path."""
+    root = dataset.root_path()
+    return [
+        (image, root / dataset.images / image.name),
+        (label, root / dataset.labels / f"{stem}{dataset.label_suffix}"),
+    ]
+
+
 def _image_for(folder: Path, stem: str) -> Path:
     for suffix in (".jpg", ".png", ".jpeg"):
         if (path := folder / f"{stem}{suffix}").is_file():
@@ -166,9 +175,7 @@ def _prepare_ade150(dataset: Dataset, raw: Path, result: PrepareResult, progress
     root = dataset.root_path()
     jobs = []
     for label in sorted(annotations.glob("*.png")):
-        image = _image_for(images, label.stem)
-        jobs.append((image, root / dataset.images / image.name))
-        jobs.append((label, root / dataset.labels / label.name))
+        jobs += _sample_jobs(dataset, _image_for(images, label.stem), label, label.stem)
 
     def convert(source: Path, target: Path) -> None:
         if source.suffix == ".png" and target.parent == root / dataset.labels:
@@ -297,8 +304,7 @@ def _prepare_ade847(dataset: Dataset, raw: Path, result: PrepareResult, progress
         segmentation = image.with_name(f"{image.stem}_seg.png")
         if not segmentation.is_file():
             raise OvssError(f"{segmentation}: label missing")
-        jobs.append((image, root / dataset.images / image.name))
-        jobs.append((segmentation, root / dataset.labels / f"{image.stem}{dataset.label_suffix}"))
+        jobs += _sample_jobs(dataset, image, segmentation, image.stem)
 
     def convert(source: Path, target: Path) -> None:
         if target.parent == root / dataset.labels:
@@ -377,9 +383,7 @@ def _prepare_context(
         )
         if label is None:
             continue  # upstream converts only the val images that have an annotation
-        image = _image_for(images, stem)
-        jobs.append((image, root / dataset.images / image.name))
-        jobs.append((label, root / dataset.labels / f"{stem}{dataset.label_suffix}"))
+        jobs += _sample_jobs(dataset, _image_for(images, stem), label, stem)
 
     def convert(source: Path, target: Path) -> None:
         if target.parent == root / dataset.labels:
@@ -405,9 +409,7 @@ def _prepare_voc(dataset: Dataset, raw: Path, result: PrepareResult, progress: b
         values = np.unique(read_label_map(label))
         if values.size and ((values > 20) & (values != 255)).any():
             raise OvssError(f"{label}: values {values.tolist()} are not VOC ids (0..20, 255)")
-        image = _image_for(voc / "JPEGImages", stem)
-        jobs.append((image, root / dataset.images / image.name))
-        jobs.append((label, root / dataset.labels / label.name))
+        jobs += _sample_jobs(dataset, _image_for(voc / "JPEGImages", stem), label, stem)
     if dataset.split:  # last: the split file is what makes the registry see the dataset
         jobs.append((split, root / dataset.split))
     _convert_all(result, jobs, _link_or_copy, progress)
@@ -436,9 +438,7 @@ def _prepare_coco(dataset: Dataset, raw: Path, result: PrepareResult, progress: 
     lut = _coco_lut()
     jobs = []
     for label in sorted(maps.glob("*.png")):
-        image = _image_for(images, label.stem)
-        jobs.append((image, root / dataset.images / image.name))
-        jobs.append((label, root / dataset.labels / label.name))
+        jobs += _sample_jobs(dataset, _image_for(images, label.stem), label, label.stem)
 
     def convert(source: Path, target: Path) -> None:
         if target.parent == root / dataset.labels:

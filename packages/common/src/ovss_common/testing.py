@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,20 @@ class WorkerClient:
     def close(self) -> None:
         self.ask("shutdown")
         self.process.wait(timeout=60)
+
+
+@contextmanager
+def loaded_worker(module: str, **load: Any) -> Iterator[WorkerClient]:
+    """A worker of ``module`` whose ``load`` (with the fields ``load``) succeeded; shut down
+    on exit."""
+    client = WorkerClient(module)
+    try:
+        reply = client.ask("load", **load)
+        if not reply.get("ok"):
+            raise AssertionError(f"load failed: {reply!r}")
+        yield client
+    finally:
+        client.close()
 
 
 def error_of(reply: dict[str, Any]) -> dict[str, Any]:
