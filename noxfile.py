@@ -5,46 +5,64 @@
     nox -s lint              ruff check + format check
     nox -s env-<method>      build or sync one method environment from its lock
     nox -s eval-<method> -- --dataset mini-voc [ovss eval options]
-    nox -s bench-san [-- --images N --model san_vit_large_14 --device cuda]
-    nox -s bench-ovseg [-- --images N --model ovseg_R101c_vitB16_ft_mpt]
-    nox -s bench-car [-- --images N --device cuda --dtype fp16]
-    nox -s bench-sweep [-- --method san --workers 1 2]   sweep images/min -> results/bench/sweep.json
+    nox -s bench-<method> [-- --images N --model NAME --device cuda]  (methods with a bench)
+    nox -s bench-sweep -- --method M [--workers 1 2]   sweep images/min -> results/bench/sweep.json
     nox -s demo [-- --tiny | --image PATH --classes NAME...]   all methods side by side
     nox -s compare -- --dataset mini-voc [--tiny --harmonised --limit N]
     nox -s ovss -- <any ovss command>
-    nox -s docs [-- san ovseg car]    re-measure the tables of docs/architectures.md (ovss inspect)
+    nox -s docs [-- METHOD ...]    re-measure the tables of docs/architectures.md (ovss inspect)
     nox -s app [-- --tiny --methods san --port 7860]    the web demo on 127.0.0.1
     nox -s outdated [-- --json]                 locked vs newest version of each dependency
     nox -s upgrade-<method> [-- --package NAME[==VERSION] ... --keep]   re-lock, test, keep/undo
 
 No session uses a nox virtualenv: every project (harness/, packages/*) is a uv project
-with its own uv.lock, synced into its own ``.venv`` with ``uv sync --locked``.
+with its own uv.lock, synced into its own ``.venv`` with ``uv sync --locked``. The methods are
+the packages that declare ``[tool.ovss.method]``: this file names none of them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import nox
 
 ROOT = Path(__file__).resolve().parent
 HARNESS = ROOT / "harness"
 COMMON = ROOT / "packages" / "common"
-METHODS = ("san", "ovseg", "car")
+
+
+def _method_tables() -> dict[str, dict[str, Any]]:
+    """Every package under packages/ that declares ``[tool.ovss.method]``, by method name."""
+    tables = {}
+    for pyproject in sorted((ROOT / "packages").glob("*/pyproject.toml")):
+        table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("ovss", {}).get("method")
+        if table:
+            tables[table["name"]] = {**table, "project": pyproject.parent}
+    return tables
+
+
+def _quiet_env() -> dict[str, str]:
+    """``ovss_common.quiet.QUIET_ENV``, loaded by path (this file runs outside every project)."""
+    spec = importlib.util.spec_from_file_location(
+        "ovss_quiet", COMMON / "src" / "ovss_common" / "quiet.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.QUIET_ENV)
+
+
+METHODS = _method_tables()
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "none"
 
-QUIET_ENV = {
-    "UV_PYTHON_DOWNLOADS": "never",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "GRADIO_ANALYTICS_ENABLED": "False",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-}
+QUIET_ENV = {"UV_PYTHON_DOWNLOADS": "never", **_quiet_env()}
 
 
 def _uv() -> list[str]:
@@ -80,11 +98,7 @@ def _sync(session: nox.Session, project: Path) -> Path:
 
 
 def _method_projects() -> list[Path]:
-    return [
-        ROOT / "packages" / m
-        for m in METHODS
-        if (ROOT / "packages" / m / "pyproject.toml").is_file()
-    ]
+    return [table["project"] for table in METHODS.values()]
 
 
 def _ovss(session: nox.Session, *args: str) -> None:
@@ -142,7 +156,7 @@ def ovss(session: nox.Session) -> None:
 def _app_methods(args: list[str]) -> list[str]:
     """The methods named after ``--methods`` in ``ovss app`` arguments; all present ones if none."""
     if "--methods" not in args:
-        return [project.name for project in _method_projects()]
+        return list(METHODS)
     names = []
     for arg in args[args.index("--methods") + 1 :]:
         if arg.startswith("-"):
@@ -155,9 +169,8 @@ def _app_methods(args: list[str]) -> list[str]:
 def app(session: nox.Session) -> None:
     """The web demo on 127.0.0.1: nox -s app [-- --tiny --methods san ovseg --port 7860]."""
     for method in _app_methods(session.posargs):
-        project = ROOT / "packages" / method
-        if (project / "pyproject.toml").is_file():
-            _sync(session, project)
+        if method in METHODS:
+            _sync(session, METHODS[method]["project"])
     _ovss(session, "app", *session.posargs)
 
 
@@ -183,10 +196,7 @@ def compare(session: nox.Session) -> None:
 
 def _env_session(method: str):
     def build(session: nox.Session) -> None:
-        project = ROOT / "packages" / method
-        if not (project / "pyproject.toml").is_file():
-            session.error(f"packages/{method} is not in this checkout yet")
-        _sync(session, project)
+        _sync(session, METHODS[method]["project"])
 
     build.__doc__ = (
         f"Build or sync the {method} environment (packages/{method}/.venv) from its lock."
@@ -196,10 +206,7 @@ def _env_session(method: str):
 
 def _eval_session(method: str):
     def evaluate(session: nox.Session) -> None:
-        project = ROOT / "packages" / method
-        if not (project / "pyproject.toml").is_file():
-            session.error(f"packages/{method} is not in this checkout yet")
-        _sync(session, project)
+        _sync(session, METHODS[method]["project"])
         args = session.posargs or ["--dataset", "mini-voc"]
         _ovss(session, "eval", "--method", method, *args)
 
@@ -218,10 +225,32 @@ def _upgrade_session(method: str):
     return lift
 
 
-for _method in METHODS:
+def _bench_session(method: str, module: str):
+    def bench(session: nox.Session) -> None:
+        _ovss(session, "datasets", "build", "mini-voc")
+        python = _sync(session, METHODS[method]["project"])
+        datasets = Path(os.environ.get("DETECTRON2_DATASETS", ROOT / "datasets"))
+        args = list(session.posargs)
+        if "--out" not in args:
+            args += ["--out", str(ROOT / "results" / "bench" / f"{method}.json")]
+        folder = str(datasets / "mini-voc" / "JPEGImages")
+        session.run(
+            str(python), "-m", module, "--folder", folder, *args, external=True, env=QUIET_ENV
+        )
+
+    bench.__doc__ = (
+        f"{method} at full size with random weights on the mini-voc images -> "
+        f"results/bench/{method}.json (options: python -m {module} --help)."
+    )
+    return bench
+
+
+for _method, _table in METHODS.items():
     nox.session(name=f"env-{_method}")(_env_session(_method))
     nox.session(name=f"eval-{_method}")(_eval_session(_method))
     nox.session(name=f"upgrade-{_method}")(_upgrade_session(_method))
+    if _table.get("bench"):
+        nox.session(name=f"bench-{_method}")(_bench_session(_method, _table["bench"]))
 
 
 @nox.session
@@ -229,9 +258,9 @@ def reproduce(session: nox.Session) -> None:
     """Re-measure one method's published mIoU (-- --method san|ovseg|car); fills docs/reproduce.md."""
     args = list(session.posargs)
     method = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--method"), None)
-    if method is None or not (ROOT / "packages" / method).is_dir():
-        session.error("usage: nox -s reproduce -- --method san|ovseg|car [--datasets ...]")
-    _sync(session, ROOT / "packages" / method)
+    if method not in METHODS:
+        session.error(f"usage: nox -s reproduce -- --method {'|'.join(METHODS)} [--datasets ...]")
+    _sync(session, METHODS[method]["project"])
     _ovss(session, "reproduce", "--docs", str(ROOT / "docs" / "reproduce.md"), *args)
 
 
@@ -241,67 +270,22 @@ def outdated(session: nox.Session) -> None:
     _ovss(session, "outdated", *session.posargs)
 
 
-def _bench(session: nox.Session, method: str, default_out: str) -> None:
-    _ovss(session, "datasets", "build", "mini-voc")
-    python = _sync(session, ROOT / "packages" / method)
-    datasets = Path(os.environ.get("DETECTRON2_DATASETS", ROOT / "datasets"))
-    args = list(session.posargs)
-    if "--out" not in args:
-        args += ["--out", str(ROOT / "results" / "bench" / default_out)]
-    session.run(
-        str(python),
-        "-m",
-        f"ovss_{method}.bench",
-        "--folder",
-        str(datasets / "mini-voc" / "JPEGImages"),
-        *args,
-        external=True,
-        env=QUIET_ENV,
-    )
-
-
-@nox.session(name="bench-san")
-def bench_san(session: nox.Session) -> None:
-    """SAN at full size with random weights on the mini-voc images -> results/bench/san.json.
-
-    Options: --images N (default all 4), --model san_vit_b_16|san_vit_large_14, --device,
-    --dtype, --threads, --repeats, --out FILE.
-    """
-    _bench(session, "san", "san.json")
-
-
-@nox.session(name="bench-ovseg")
-def bench_ovseg(session: nox.Session) -> None:
-    """OVSeg at full size with random weights on mini-voc -> results/bench/ovseg.json.
-
-    Options: --images N (default 1), --model ovseg_swinbase_vitL14_ft_mpt|ovseg_R101c_vitB16_ft_mpt,
-    --ensemble-weight, --device, --dtype, --threads, --repeats, --out FILE.
-    """
-    _bench(session, "ovseg", "ovseg.json")
-
-
-@nox.session(name="bench-car")
-def bench_car(session: nox.Session) -> None:
-    """CaR at full size (ViT-B/16 + ViT-L/14, random weights) on mini-voc -> results/bench/car.json.
-
-    Options: --images N (default 1), --config FILE, --device, --dtype, --threads, --out FILE.
-    """
-    _bench(session, "car", "car.json")
-
-
 @nox.session(name="bench-sweep")
 def bench_sweep(session: nox.Session) -> None:
-    """Sweep throughput with 1 and 2 Ray workers on mini-voc, tiny SAN -> results/bench/sweep.json.
+    """Sweep throughput with 1 and 2 Ray workers on mini-voc, a tiny model -> results/bench/sweep.json.
 
-    Options: --method M (default san), --dataset D, --workers 1 2, --out FILE.
+    Options: --method M (required), --dataset D, --workers 1 2, --out FILE.
     """
-    _sync(session, ROOT / "packages" / "san")
+    args = list(session.posargs)
+    method = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--method"), None)
+    if method not in METHODS:
+        session.error(f"usage: nox -s bench-sweep -- --method {'|'.join(METHODS)} [--workers 1 2]")
+    _sync(session, METHODS[method]["project"])
     _ovss(session, "datasets", "build", "mini-voc")
     python = _sync(session, HARNESS)
-    args = list(session.posargs)
     if "--out" not in args:
         args += ["--out", str(ROOT / "results" / "bench" / "sweep.json")]
-    session.run(str(python), "-m", "ovss.sweep", *args, external=True, env=QUIET_ENV)
+    session.run(str(python), "-m", "ovss.bench_sweep", *args, external=True, env=QUIET_ENV)
 
 
 @nox.session
@@ -311,7 +295,7 @@ def docs(session: nox.Session) -> None:
     Runs ``ovss inspect`` for each method at full size with random weights on the CPU
     (2 threads; reports in results/inspect/<method>.json), then rewrites the page's generated
     sections from the reports; hand-written text is kept. Takes about 5 minutes on 2 cores.
-    Options: the methods to redo (default all), e.g. ``nox -s docs -- san``.
+    Options: the methods to redo (default all), e.g. ``nox -s docs -- METHOD``.
     """
     methods = session.posargs or list(METHODS)
     unknown = sorted(set(methods) - set(METHODS))
@@ -319,7 +303,7 @@ def docs(session: nox.Session) -> None:
         session.error(f"unknown method {unknown[0]!r} (have {', '.join(METHODS)})")
     reports = [ROOT / "results" / "inspect" / f"{method}.json" for method in methods]
     for method, report in zip(methods, reports, strict=True):
-        _sync(session, ROOT / "packages" / method)
+        _sync(session, METHODS[method]["project"])
         _ovss(
             session,
             "inspect",

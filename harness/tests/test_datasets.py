@@ -65,8 +65,10 @@ def test_mini_voc_is_built_from_the_registry_packages():
     for sample in samples:
         values |= set(np.unique(read_label_map(sample.label)).tolist())
     assert {0, 255} <= values and values <= set(range(21)) | {255}
-    assert dataset.space_for("san").name == "voc-20"
-    assert dataset.space_for("car").name == "voc-21"
+    assert dataset.space_for({"mini-voc": "voc-20"}).name == "voc-20"
+    assert dataset.space_for({"voc-20": "voc-21"}).name == "voc-21"
+    assert dataset.space_for().name == "voc-21"
+    assert dataset.space_for({"mini-voc": "voc-20"}, override="pc-59").name == "pc-59"
 
 
 def test_missing_dataset_names_the_path_and_how_to_prepare():
@@ -90,6 +92,6 @@ def test_register_a_user_dataset(tmp_path):
     register_dataset("mine", images, labels, ["road", "car"], 255)
     dataset = get_dataset("mine")
     assert [s.stem for s in dataset.samples()] == ["a"]
-    assert dataset.space_for("san").vocabulary("san")[0] == ["road", "car"]
+    assert dataset.space_for({"mine": "voc-20"}).vocabulary("san")[0] == ["road", "car"]
     with pytest.raises(OvssError, match="built-in"):
         register_dataset("voc-20", images, labels, ["a"], 255)

@@ -7,8 +7,9 @@ import pytest
 
 from ovss.cli import main
 from ovss.datasets.mini_voc import STEMS
+from ovss.engine import EvalSettings
 from ovss.errors import OvssError
-from ovss.runner import EvalSettings, run_eval
+from ovss.runner import run_eval
 from ovss.worker import ModelSettings
 from ovss_common.outputs import read_label_map
 from ovss_common.protocol import LoadRequest

@@ -15,10 +15,10 @@ from ovss.inspect import (
     Table,
     format_markdown,
     markdown_table,
-    markers,
     text_table,
     update_doc,
 )
+from ovss.markdown import markers
 
 
 @san
@@ -109,7 +109,7 @@ def test_tables_render_as_text_and_markdown():
 
 
 def test_update_doc_rewrites_only_the_generated_section(tmp_path):
-    begin, end = markers("toy")
+    begin, end = markers("inspect:toy")
     doc = tmp_path / "page.md"
     doc.write_text(f"# Title\n\nhand-written\n\n{begin}\nold\n{end}\n\nafter\n")
     update_doc(doc, _report("toy"))

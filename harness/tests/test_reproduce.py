@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
-from conftest import REPO
+from test_methods import car, ovseg, san
 
 from ovss.cli import main
 from ovss.datasets import all_datasets, register_dataset
 from ovss.datasets.mini_voc import STEMS
+from ovss.engine import EvalSettings
+from ovss.environments import get_method
 from ovss.errors import OvssError
 from ovss.metrics import DEFINITIONS
 from ovss.reproduce import (
-    METHODS,
-    TARGETS,
     Target,
     exit_status,
+    methods_with_targets,
+    read_targets,
     run_reproduction,
     targets_of,
     update_docs,
 )
-from ovss.runner import EvalSettings, run_eval
+from ovss.runner import run_eval
 from ovss.worker import ModelSettings
 from ovss_common.protocol import LoadRequest
 
@@ -44,20 +47,61 @@ def _toy(weights: str | None = None) -> ModelSettings:
     return ModelSettings(method="toy", load=LoadRequest(weights=weights))
 
 
-def test_every_target_names_a_known_dataset_model_and_definition():
+def _registered_models(method: str) -> set[str]:
+    """The model names ``method``'s own registry resolves, asked in its environment."""
+    package = get_method(method)
+    module = package.worker_module.rsplit(".", 1)[0] + ".models"
+    listing = subprocess.run(
+        [str(package.python), "-c", f"from {module} import MODELS; print(*MODELS.models)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(listing.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param("san", marks=san),
+        pytest.param("ovseg", marks=ovseg),
+        pytest.param("car", marks=car),
+    ],
+)
+def test_every_target_names_a_known_dataset_model_and_definition(method):
     datasets = set(all_datasets())
-    san_zoo = (REPO / "packages/san/src/ovss_san/zoo.py").read_text()
-    ovseg_zoo = (REPO / "packages/ovseg/src/ovss_ovseg/zoo.py").read_text()
-    for target in TARGETS:
+    models = _registered_models(method)
+    targets = targets_of(method)
+    for target in targets:
         assert target.dataset is None or target.dataset in datasets, target
         assert target.definition in DEFINITIONS
         assert not target.drop_unassigned or target.definition == "car"
-        if target.method == "car":
-            assert (REPO / "packages/car/src/ovss_car/configs" / f"{target.model}.yaml").is_file()
-        else:
-            assert f'"{target.model}"' in {"san": san_zoo, "ovseg": ovseg_zoo}[target.method]
-    counts = {method: len(targets_of(method)) for method in METHODS}
-    assert counts == {"san": 12, "ovseg": 10, "car": 7}
+        assert target.model in models, target
+    assert len(targets) == {"san": 12, "ovseg": 10, "car": 7}[method]
+    assert method in methods_with_targets()
+
+
+def test_a_targets_file_is_read_and_checked(tmp_path):
+    path = tmp_path / "targets.toml"
+    path.write_text(
+        '[[target]]\nsetting = "T"\nmodel = "m"\nbenchmark = "B"\npublished = 1.5\n'
+        'source = "s"\ndefinition = "mmseg"\n'
+    )
+    (target,) = read_targets("toy", path)
+    assert (target.method, target.dataset, target.published, target.decimals) == (
+        "toy",
+        None,
+        1.5,
+        1,
+    )
+    path.write_text(path.read_text() + 'colour = "red"\n')
+    with pytest.raises(OvssError, match="unknown key 'colour'"):
+        read_targets("toy", path)
+    path.write_text(path.read_text().replace('colour = "red"\n', "").replace("mmseg", "nope"))
+    with pytest.raises(OvssError, match="unknown definition 'nope'"):
+        read_targets("toy", path)
+    with pytest.raises(OvssError, match="'toy' declares no published targets"):
+        targets_of("toy")
 
 
 def test_prepared_targets_are_measured_and_the_others_say_why(toy_package, tmp_path):
@@ -185,9 +229,23 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["reproduce", "--method", "car", "--datasets", "coco-stuff-171"]) == 2
     assert "car has no published number on it" in capsys.readouterr().err
     doc = tmp_path / "doc.md"
-    doc.write_text("# no blocks\n")
-    with pytest.raises(OvssError, match="no '<!-- reproduce:ovseg:start -->'"):
+    doc.write_text("# no blocks\n<!-- reproduce:ovseg:start -->\n")
+    with pytest.raises(OvssError, match="needs exactly one '<!-- reproduce:ovseg:start -->'"):
         update_docs(doc, "ovseg", [])
     args = ["reproduce", "--method", "ovseg", "--docs", str(doc), "--out", str(tmp_path / "r")]
     assert main(args) == 2
-    assert "no '<!-- reproduce:ovseg:start -->'" in capsys.readouterr().err
+    assert "needs exactly one '<!-- reproduce:ovseg:start -->'" in capsys.readouterr().err
+
+
+def test_a_doc_without_the_methods_block_gets_one(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Reproduction\n\nhand-written\n")
+    row = run_reproduction([_toy_target(None)], lambda target: _toy(), tmp_path / "r")
+    update_docs(doc, "toy", row)
+    text = doc.read_text()
+    assert text.startswith(
+        "# Reproduction\n\nhand-written\n\n## toy\n\n<!-- reproduce:toy:start -->"
+    )
+    assert "| Toy | VOC-21 | – | d2-v0.6 | 50.0 | a test | – | not run:" in text
+    update_docs(doc, "toy", row)
+    assert doc.read_text() == text

@@ -7,26 +7,20 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 from test_methods import san
 
+from ovss.checkpoints import SweepModel, parse_checkpoints, sweep_models
 from ovss.cli import build_parser, main
 from ovss.datasets.mini_voc import STEMS
+from ovss.engine import EvalSettings
 from ovss.errors import OvssError
-from ovss.reproduce import TARGETS, Scale, Target, official_model, run_reproduction
-from ovss.runner import EvalSettings, run_eval
-from ovss.sweep import (
-    FORWARDED_ENV,
-    SweepModel,
-    SweepSettings,
-    init_ray,
-    parse_checkpoints,
-    run_sweep,
-    shard_stems,
-    sweep_models,
-    task_resources,
-)
+from ovss.ray_cluster import init_ray, task_resources
+from ovss.reproduce import Scale, Target, official_model, run_reproduction, targets_of
+from ovss.runner import run_eval
+from ovss.sweep import FORWARDED_ENV, SweepSettings, run_sweep, shard_stems
 from ovss.worker import ModelSettings, model_settings, worker_environment
 from ovss_common.hashing import sha256_file
 from ovss_common.protocol import LoadRequest
@@ -35,19 +29,38 @@ TABLE_KEYS = ("mIoU", "fwIoU", "mACC", "pACC", "per_class", "num_images", "label
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    """One embedded Ray (2 CPU slots, loopback, no dashboard) for the whole module."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    init_ray(2)
+def _ray_module():
+    """Shut the module's embedded Ray down after its last test."""
+    yield
     import ray
 
-    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
-    yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_session(_ray_module):
+    """An embedded Ray (2 CPU slots, loopback, no dashboard), started once and restarted for
+    any test that finds it stopped, whatever order the tests run in."""
+    import ray
+
+    if not ray.is_initialized():
+        init_ray(2)
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    return ray
 
 
 def _toy() -> ModelSettings:
     return ModelSettings(method="toy", load=LoadRequest())
+
+
+def _kill_tasks_after(images: int | None) -> None:
+    """Make each toy worker kill its sweep task after ``images`` images (None: no fault)."""
+    faults = Path(os.environ["OVSS_CONFIG_DIR"]) / "toy-faults.json"
+    if images is None:
+        faults.unlink(missing_ok=True)
+        return
+    faults.parent.mkdir(parents=True, exist_ok=True)
+    faults.write_text(json.dumps({"kill_parent_after": images}))
 
 
 def _stamps(folder):
@@ -94,12 +107,12 @@ def test_killed_tasks_lose_nothing_and_a_rerun_completes(ray_session, tmp_path, 
     expected = run_eval(EvalSettings(model=_toy(), dataset="mini-voc", out=tmp_path / "eval"))
     out = tmp_path / "sweep"
     folder = out / "mini-voc" / "toy"
-    # Each of the 2 tasks dies (its process exits) after its first image; no retries.
+    # Each of the 2 tasks dies (its process is killed) after its first image; no retries.
+    _kill_tasks_after(1)
     killed = run_sweep(
-        SweepSettings(
-            models=[SweepModel(_toy())], datasets=["mini-voc"], out=out, kill_after=1, max_retries=0
-        )
+        SweepSettings(models=[SweepModel(_toy())], datasets=["mini-voc"], out=out, max_retries=0)
     )
+    _kill_tasks_after(None)
     assert all("error" in task for task in killed["tasks"]) and len(killed["tasks"]) == 2
     partial = json.loads((folder / "metrics.json").read_text())
     assert partial["num_images"] == 2 and partial["num_failed"] == 2
@@ -117,13 +130,13 @@ def test_killed_tasks_lose_nothing_and_a_rerun_completes(ray_session, tmp_path, 
 
 def test_ray_retries_a_killed_task_with_only_its_unfinished_images(ray_session, tmp_path):
     expected = run_eval(EvalSettings(model=_toy(), dataset="mini-voc", out=tmp_path / "eval"))
+    _kill_tasks_after(1)
     summary = run_sweep(
         SweepSettings(
             models=[SweepModel(_toy())],
             datasets=["mini-voc"],
             out=tmp_path / "sweep",
             shards=1,
-            kill_after=1,
             max_retries=3,
         )
     )
@@ -193,7 +206,7 @@ def test_checkpoints_syntax_and_one_line_errors_before_ray(tmp_path, capsys):
 
 
 def test_a_released_checkpoint_loads_as_reproduce_loads_it():
-    for target in TARGETS:
+    for target in [t for method in ("san", "ovseg", "car") for t in targets_of(method)]:
         checkpoints = parse_checkpoints([f"{target.method}={target.model}"], [target.method])
         (model,) = sweep_models([target.method], checkpoints, device="cuda")
         assert model.folder == target.folder_name
@@ -288,8 +301,8 @@ def test_progress_bars_are_drawn_by_the_driver(ray_session, tmp_path, capsys):
     assert "toy/mini-voc/shard1of1: 100%" in err and " done\n" not in err
 
 
-def test_an_embedded_sweep_prints_its_dashboard_link(tmp_path, capsys):
-    """Last in this module: it shuts the module's Ray down to start one with the dashboard."""
+def test_an_embedded_sweep_prints_its_dashboard_link(_ray_module, tmp_path, capsys):
+    """Starts its own Ray with the dashboard (a running one is shut down first)."""
     import ray
 
     ray.shutdown()

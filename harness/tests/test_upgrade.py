@@ -24,9 +24,12 @@ from conftest import REPO, TOY_PROJECT
 from ovss.cli import main
 from ovss.environments import uv_executable
 from ovss.errors import OvssError
+from ovss.markdown import markers
 from ovss.outdated import locked_versions
 from ovss.patches import check_patches, read_patches
-from ovss.upgrade import HISTORY_END, HISTORY_START, format_report, record_history, upgrade
+from ovss.upgrade import format_report, record_history, upgrade
+
+HISTORY_START, HISTORY_END = markers("upgrade-history")
 
 TINYDEP = {"1.0": "GAIN = 1.0\n", "1.1": "GAIN = 1.00001\n", "2.0": "GAIN = 1.5\n"}
 TINYDEP["3.0"] = 'raise ImportError("ovss_tinydep 3.0 dropped GAIN")\n'

@@ -26,7 +26,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from ovss.environments import KNOWN_METHODS, discover_methods, get_method
+from ovss.environments import discover_methods, get_method
 from ovss.errors import OvssError
 from ovss.render import overlay
 from ovss.vocabulary import clean_vocabulary
@@ -34,6 +34,8 @@ from ovss.worker import Worker, model_settings
 from ovss_common.downloads import DownloadError
 from ovss_common.images import ImageError, read_image
 from ovss_common.outputs import LabelMapError, read_label_map
+from ovss_common.protocol import SegmentRequest
+from ovss_common.quiet import QUIET_ENV
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -75,8 +77,7 @@ def one_line(error: BaseException) -> str:
 def resolve_methods(names: list[str] | None) -> list[str]:
     """The methods for the page: ``names`` checked and deduplicated, or every one present."""
     if not names:
-        present = discover_methods()
-        found = [name for name in KNOWN_METHODS if name in present]
+        found = sorted(discover_methods())
         if not found:
             raise OvssError("no method package in this checkout; nothing to serve")
         return found
@@ -142,13 +143,12 @@ class WarmMethod:
             assert self._worker is not None
             begin = time.perf_counter()
             try:
-                reply = self._worker.request(
-                    "segment",
-                    image=str(image),
-                    vocabulary=vocabulary,
-                    output_prefix=str(folder / self.method),
-                    save_scores=False,
-                    stuff=None,
+                reply = self._worker.segment(
+                    SegmentRequest(
+                        image=str(image),
+                        vocabulary=vocabulary,
+                        output_prefix=str(folder / self.method),
+                    )
                 )
                 picture = render(image, reply)
             except PANEL_ERRORS as error:
@@ -281,7 +281,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def serve(settings: AppSettings) -> None:
     """Serve the page on 127.0.0.1 until Ctrl-C or SIGTERM, then shut the workers down."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.update(QUIET_ENV)
     if not 1 <= settings.port <= 65535:
         raise OvssError(f"--port {settings.port}: expected 1 to 65535")
     demo = Demo(settings)

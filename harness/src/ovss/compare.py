@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ovss.datasets import LabelSpace, Sample, get_dataset
-from ovss.evaluator import sum_confusions
+from ovss.engine import EvalSettings, default_out
 from ovss.metrics import DEFINITIONS, NO_CLASS, compute_metrics
-from ovss.runner import EvalSettings, default_out, plan_eval, run_eval
+from ovss.runner import run_evaluation
 from ovss.worker import ModelSettings
 from ovss_common.outputs import read_label_map
 
@@ -118,10 +118,9 @@ def evaluate_method(settings: CompareSettings, model: ModelSettings) -> MethodRe
         definition=settings.definition,
         harmonised=settings.harmonised,
     )
-    metrics = run_eval(eval_settings)
-    space = plan_eval(eval_settings).space
+    outcome = run_evaluation(eval_settings)
+    metrics, space, matrix = outcome.metrics, outcome.space, outcome.confusion
     stems = [sample.stem for sample in get_dataset(settings.dataset).samples(settings.limit)]
-    matrix = sum_confusions(folder, stems, space.num_classes).counts
     background = 0 if space.unassigned == 0 else None
     by_definition = {
         definition: compute_metrics(

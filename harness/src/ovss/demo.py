@@ -35,6 +35,7 @@ from ovss.segment import render_overlay
 from ovss.worker import ModelSettings, Worker, WorkerDied, WorkerFailure
 from ovss_common.images import ImageError, read_image
 from ovss_common.outputs import write_atomic, write_json
+from ovss_common.protocol import SegmentRequest
 
 UNTRAINED_NOTE = "untrained tiny weights: these masks exercise the pipeline and mean nothing"
 
@@ -163,16 +164,15 @@ def loaded_workers(models: list[ModelSettings], logs: Path) -> Iterator[dict[str
 def _segment(worker: Worker, item: DemoItem, out: Path, record: dict[str, Any]) -> MethodRun:
     """One method on one demo image: its outputs under ``out`` and the overlay array."""
     try:
-        reply = worker.request(
-            "segment",
-            image=str(item.image),
-            vocabulary=item.vocabulary,
-            output_prefix=str(out / item.stem),
+        reply = worker.segment(
+            SegmentRequest(
+                image=str(item.image),
+                vocabulary=item.vocabulary,
+                output_prefix=str(out / item.stem),
+                provenance=record,
+            )
         )
-        sidecar_path = Path(reply["sidecar"])
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        sidecar["harness"] = record
-        write_json(sidecar_path, sidecar)
+        sidecar = json.loads(Path(reply["sidecar"]).read_text(encoding="utf-8"))
         overlay_path = render_overlay(
             item.image, Path(reply["label_map"]), sidecar, out / "overlays" / f"{item.stem}.png"
         )

@@ -1,17 +1,29 @@
 """Method packages and their isolated environments.
 
 A method package is a uv project (``pyproject.toml`` + ``uv.lock``) whose ``pyproject.toml``
-has a table::
+declares the method and every fact about it the harness needs, in one table::
 
     [tool.ovss.method]
     name = "san"
-    worker = "ovss_san.worker"
-    prepare = ["detectron2"]   # optional: steps that must run before the lock can sync
+    worker = "ovss_san.worker"         # the module that serves the worker protocol
+    prepare = ["detectron2"]           # optional: steps that must run before the lock can sync
+    bench = "ovss_san.bench"           # optional: the benchmark module (nox -s bench-<name>)
+    targets = "reproduce.toml"         # optional: the published numbers ovss reproduce re-measures
+    harmonised-options = {}            # optional: load options of the harmonised protocol
+
+    [tool.ovss.method.tiny]            # optional: the golden tiny fixture, per pipeline
+    eval = ["tests/golden/config.yaml", "tests/golden/checkpoint.pth"]
+
+    [tool.ovss.method.label-spaces]    # optional: dataset -> the label space the original
+    mini-voc = "voc-20"                #   evaluation scores it in, where it is not the dataset's
+
+    [tool.ovss.method.dataset-options] # optional: dataset -> load options its original
+    ade20k-150 = { ensemble_weight = 0.7 }   # protocol sets there (user options win)
 
 The harness finds them under ``<repo>/packages/*`` and in the extra project folders listed
 in ``$OVSS_METHOD_DIRS`` (``os.pathsep``-separated; used by the tests and for a user's own
-method). Each gets its own environment in ``<project>/.venv``, built with
-``uv sync --locked --project <project>``; the harness only ever runs that environment's
+method), and names none of them. Each gets its own environment in ``<project>/.venv``, built
+with ``uv sync --locked --project <project>``; the harness only ever runs that environment's
 Python as a subprocess.
 """
 
@@ -23,15 +35,15 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ovss.errors import OvssError
 from ovss_common import detectron2_compat
 from ovss_common.downloads import DownloadError
 
-#: The methods OVSS is built for; listed by ``ovss methods`` even before their package exists.
-KNOWN_METHODS = ("san", "ovseg", "car")
+PIPELINES = ("eval", "demo")
 
 
 def repo_root() -> Path:
@@ -46,7 +58,16 @@ def repo_root() -> Path:
 
 @dataclass(frozen=True)
 class MethodPackage:
-    """A method's uv project and where its environment lives."""
+    """A method's uv project, where its environment lives, and what it declares about itself.
+
+    Attributes:
+        tiny: per pipeline, the golden tiny fixture's config and weights (project-relative).
+        label_spaces: per dataset, the label space the method's original evaluation uses.
+        dataset_options: per dataset, the load options its original protocol sets there.
+        harmonised_options: the load options of the harmonised protocol.
+        bench_module: the module ``nox -s bench-<name>`` runs, if any.
+        targets_file: the file of published numbers (project-relative), if any.
+    """
 
     name: str
     project: Path
@@ -54,6 +75,12 @@ class MethodPackage:
     version: str
     worker_module: str
     prepare: tuple[str, ...] = ()
+    tiny: dict[str, tuple[str, str]] = field(default_factory=dict)
+    label_spaces: dict[str, str] = field(default_factory=dict)
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    harmonised_options: dict[str, Any] = field(default_factory=dict)
+    bench_module: str | None = None
+    targets_file: str | None = None
 
     @property
     def venv(self) -> Path:
@@ -71,6 +98,18 @@ class MethodPackage:
         if not self.lock.is_file():
             return None
         return hashlib.sha256(self.lock.read_bytes()).hexdigest()
+
+
+def _tiny(table: dict[str, Any], pyproject: Path) -> dict[str, tuple[str, str]]:
+    tiny = {}
+    for pipeline, files in table.get("tiny", {}).items():
+        if pipeline not in PIPELINES or not isinstance(files, list) or len(files) != 2:
+            raise OvssError(
+                f"{pyproject}: [tool.ovss.method.tiny] {pipeline} must be [CONFIG, WEIGHTS] "
+                f"for a pipeline in {', '.join(PIPELINES)}"
+            )
+        tiny[pipeline] = (str(files[0]), str(files[1]))
+    return tiny
 
 
 def read_method_package(project: Path) -> MethodPackage | None:
@@ -91,9 +130,17 @@ def read_method_package(project: Path) -> MethodPackage | None:
             version=data["project"]["version"],
             worker_module=table["worker"],
             prepare=tuple(table.get("prepare", ())),
+            tiny=_tiny(table, pyproject),
+            label_spaces=dict(table.get("label-spaces", {})),
+            dataset_options={k: dict(v) for k, v in table.get("dataset-options", {}).items()},
+            harmonised_options=dict(table.get("harmonised-options", {})),
+            bench_module=table.get("bench"),
+            targets_file=table.get("targets"),
         )
     except KeyError as exc:
         raise OvssError(f"{pyproject}: [tool.ovss.method] or [project] lacks {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise OvssError(f"{pyproject}: malformed [tool.ovss.method] ({exc})") from None
 
 
 def discover_methods() -> dict[str, MethodPackage]:
@@ -112,12 +159,16 @@ def discover_methods() -> dict[str, MethodPackage]:
     return methods
 
 
+def method_names() -> list[str]:
+    """The names of every discovered method, sorted."""
+    return sorted(discover_methods())
+
+
 def get_method(name: str) -> MethodPackage:
     methods = discover_methods()
     if name not in methods:
-        known = ", ".join(sorted(methods)) or "none yet"
-        hint = " (its package is not in this checkout yet)" if name in KNOWN_METHODS else ""
-        raise OvssError(f"unknown method {name!r}{hint}; available: {known}")
+        known = ", ".join(sorted(methods)) or "none"
+        raise OvssError(f"unknown method {name!r}; available: {known}")
     return methods[name]
 
 

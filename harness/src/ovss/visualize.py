@@ -113,11 +113,11 @@ def visualize(
     return written
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``visualize`` sub-command."""
-    parser = commands.add_parser(
-        "visualize", help="draw a run's sem_seg_predictions.json beside the ground truth"
-    )
+HELP = "draw a run's sem_seg_predictions.json beside the ground truth"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``ovss visualize``."""
     parser.add_argument("--predictions", required=True, type=Path)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--label-space", help="default: from metrics.json beside the file")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ovss.datasets import get_dataset
+from ovss.environments import get_method
 from ovss.errors import OvssError
 from ovss_common.protocol import MAX_VOCABULARY
 
@@ -56,5 +57,5 @@ def resolve_vocabulary(
     if classes_file is not None:
         return read_classes_file(classes_file)
     dataset = get_dataset(classes_from)
-    names, _ = dataset.space_for(method).vocabulary(method)
+    names, _ = dataset.space_for(get_method(method).label_spaces).vocabulary(method)
     return names

@@ -26,7 +26,8 @@ from ovss.environments import MethodPackage, ensure_environment
 from ovss.errors import OvssError
 from ovss.fixtures import tiny as tiny_fixture
 from ovss_common import protocol
-from ovss_common.protocol import LoadRequest
+from ovss_common.protocol import LoadRequest, SegmentRequest
+from ovss_common.quiet import QUIET_ENV
 
 _EOF = object()
 
@@ -90,14 +91,7 @@ def worker_environment() -> dict[str, str]:
     """Environment of a worker: no telemetry, unbuffered stderr."""
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "GRADIO_ANALYTICS_ENABLED": "False",
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-        }
-    )
+    env.update({"PYTHONUNBUFFERED": "1", **QUIET_ENV})
     return env
 
 
@@ -298,6 +292,11 @@ class Worker:
                     raise
                 print(f"ovss: {died}; restarting it and retrying once", file=sys.stderr)
         raise AssertionError("unreachable")
+
+    def segment(self, request: SegmentRequest) -> dict[str, Any]:
+        """Segment one image (see ``request``); returns the reply's result (output paths,
+        effective vocabulary, timing, memory)."""
+        return self.request("segment", **request.fields())
 
     def close(self) -> None:
         if self._process is not None:

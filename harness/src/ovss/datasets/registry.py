@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ovss.datasets.label_spaces import LabelSpace, get_label_space
 from ovss.errors import OvssError
@@ -46,11 +45,8 @@ class Dataset:
         images: image folder relative to ``root``.
         labels: ground-truth folder relative to ``root``.
         label_suffix: ``.png`` or ``.tif``.
-        label_space: the label space every method is scored in by default.
-        native_label_spaces: per method, the label space its original evaluation uses when
-            it differs (mini-voc: SAN and OVSeg score VOC-20, CaR VOC-21).
-        method_options: per method, load options its original evaluation protocol sets for
-            this dataset (OVSeg's ensemble weight); options given by the user win.
+        label_space: the label space every method is scored in unless its package declares
+            another for this dataset (``[tool.ovss.method.label-spaces]``).
         split: a file of stems relative to ``root``, or None to use every label file.
         image_suffixes: suffixes tried, in order, for each stem's image.
         prepare: how to obtain the files, quoted when they are missing.
@@ -64,8 +60,6 @@ class Dataset:
     label_suffix: str
     label_space: str
     prepare: str
-    native_label_spaces: dict[str, str] = field(default_factory=dict)
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     split: str | None = None
     image_suffixes: tuple[str, ...] = (".jpg", ".png", ".jpeg")
     custom_space: LabelSpace | None = None
@@ -74,13 +68,17 @@ class Dataset:
         root = Path(self.root).expanduser()
         return root if root.is_absolute() else datasets_root() / root
 
-    def space_for(self, method: str, override: str | None = None) -> LabelSpace:
-        """The label space ``method`` is scored in on this dataset."""
+    def space_for(
+        self, native: dict[str, str] | None = None, override: str | None = None
+    ) -> LabelSpace:
+        """The label space of a method on this dataset: ``override``, else the user dataset's
+        own, else the one the method's ``native`` table (dataset -> label space) names, else
+        the dataset's."""
         if override is not None:
             return get_label_space(override)
         if self.custom_space is not None:
             return self.custom_space
-        return get_label_space(self.native_label_spaces.get(method, self.label_space))
+        return get_label_space((native or {}).get(self.name, self.label_space))
 
     def _missing(self, path: Path) -> OvssError:
         return OvssError(f"dataset {self.name}: {path} is missing; {self.prepare}")
@@ -140,7 +138,6 @@ _PC_PREPARE = (
 BUILTIN_DATASETS: tuple[Dataset, ...] = (
     Dataset(
         name="ade20k-150",
-        method_options={"ovseg": {"ensemble_weight": 0.7}},
         root="ADEChallengeData2016",
         images="images/validation",
         labels="annotations_detectron2/validation",
@@ -150,7 +147,6 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="ade20k-847",
-        method_options={"ovseg": {"ensemble_weight": 0.7}},
         root="ADE20K_2021_17_01",
         images="images_detectron2/validation",
         labels="annotations_detectron2/validation",
@@ -163,7 +159,6 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="pc-59",
-        method_options={"ovseg": {"ensemble_weight": 0.6}},
         root="VOCdevkit/VOC2010",
         images="JPEGImages",
         labels="annotations_detectron2/pc59_val",
@@ -173,7 +168,6 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="pc-459",
-        method_options={"ovseg": {"ensemble_weight": 0.6}},
         root="VOCdevkit/VOC2010",
         images="JPEGImages",
         labels="annotations_detectron2/pc459_val",
@@ -183,7 +177,6 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="voc-20",
-        method_options={"ovseg": {"ensemble_weight": 0.45}},
         root="VOCdevkit/VOC2012",
         images="JPEGImages",
         labels="SegmentationClass",
@@ -194,7 +187,6 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="voc-21",
-        method_options={"ovseg": {"ensemble_weight": 0.45}},
         root="VOCdevkit/VOC2012",
         images="JPEGImages",
         labels="SegmentationClass",
@@ -217,13 +209,11 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         name="mini-voc",
-        method_options={"ovseg": {"ensemble_weight": 0.45}},
         root="mini-voc",
         images="JPEGImages",
         labels="SegmentationClass",
         label_suffix=".png",
         label_space="voc-21",
-        native_label_spaces={"san": "voc-20", "ovseg": "voc-20", "car": "voc-21"},
         split="ImageSets/Segmentation/val.txt",
         prepare="run 'ovss datasets build mini-voc'",
     ),

@@ -6,7 +6,8 @@ One request or reply per line, UTF-8 JSON objects. Every message carries
 Request types and their fields (see ``docs/protocol.md`` for the full description):
 
 - ``load``: ``config``, ``weights``, ``device``, ``dtype``, ``threads``, ``pipeline``, ``options``
-- ``segment``: ``image``, ``vocabulary``, ``output_prefix``, ``save_scores``, ``stuff``
+- ``segment``: ``image``, ``vocabulary``, ``output_prefix``, ``save_scores``, ``stuff``,
+  ``label_ids``, ``unassigned_id``, ``provenance``
 - ``inspect``: ``image``, ``vocabulary``, ``options``
 - ``ping``, ``shutdown``: no fields
 
@@ -82,13 +83,39 @@ class LoadRequest:
 
 @dataclass(frozen=True)
 class SegmentRequest:
-    """One image to segment with one vocabulary; outputs go to ``output_prefix`` + suffix."""
+    """One image to segment with one vocabulary; outputs go to ``output_prefix`` + suffix.
+
+    Attributes:
+        stuff: the vocabulary's stuff names, for a method with a separate stuff pass.
+        label_ids: the id each vocabulary index is stored as (an evaluation sends the dataset
+            ids of its vocabulary): the label map is written in those ids, once. None: the
+            label map indexes the effective vocabulary.
+        unassigned_id: with ``label_ids``, the id a "no class" pixel is stored as (None: it
+            stays 65535).
+        provenance: the caller's record of the run, written into the sidecar as ``harness``.
+    """
 
     image: str
     vocabulary: list[str]
     output_prefix: str
     save_scores: bool = False
     stuff: list[str] | None = None
+    label_ids: list[int] | None = None
+    unassigned_id: int | None = None
+    provenance: dict[str, Any] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The request's fields as a message carries them."""
+        return {
+            "image": self.image,
+            "vocabulary": list(self.vocabulary),
+            "output_prefix": self.output_prefix,
+            "save_scores": self.save_scores,
+            "stuff": self.stuff,
+            "label_ids": self.label_ids,
+            "unassigned_id": self.unassigned_id,
+            "provenance": self.provenance,
+        }
 
 
 @dataclass(frozen=True)
@@ -214,12 +241,28 @@ def parse_segment(message: dict[str, Any]) -> SegmentRequest:
             raise WorkerError(
                 "bad_vocabulary", f"stuff name {outside[0]!r} is not in the vocabulary", outside[0]
             )
+    label_ids = _field(message, "label_ids", list, None)
+    if label_ids is not None:
+        if len(label_ids) != len(vocabulary) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= NO_CLASS for i in label_ids
+        ):
+            raise WorkerError(
+                "bad_request",
+                "label_ids must give one id in [0, 65535] per vocabulary name",
+                "label_ids",
+            )
+    unassigned_id = _field(message, "unassigned_id", int, None)
+    if unassigned_id is not None and not 0 <= unassigned_id <= NO_CLASS:
+        raise WorkerError("bad_request", "unassigned_id must lie in [0, 65535]", "unassigned_id")
     return SegmentRequest(
         image=_field(message, "image", str, _REQUIRED),
         vocabulary=vocabulary,
         output_prefix=_field(message, "output_prefix", str, _REQUIRED),
         save_scores=_field(message, "save_scores", bool, False),
         stuff=stuff,
+        label_ids=label_ids,
+        unassigned_id=unassigned_id,
+        provenance=_field(message, "provenance", dict, None),
     )
 
 

@@ -176,8 +176,9 @@ class Server:
         prefix = request.output_prefix
         outputs = {"label_map": f"{prefix}.png", "scores": None, "sidecar": f"{prefix}.json"}
         timing = {"read": read_seconds, **result.timings}
+        stored = _stored_labels(result.label_map, request)
         try:
-            write_label_map(outputs["label_map"], result.label_map)
+            write_label_map(outputs["label_map"], stored)
             if request.save_scores:
                 outputs["scores"] = f"{prefix}.npz"
                 write_scores(outputs["scores"], result.scores)
@@ -196,6 +197,10 @@ class Server:
                 "method": result.extra,
                 "provenance": load_info,
             }
+            if request.label_ids is not None:
+                sidecar["label_ids"] = request.label_ids
+            if request.provenance is not None:
+                sidecar["harness"] = request.provenance
             write_json(outputs["sidecar"], sidecar)
         except OSError as exc:
             raise WorkerError(
@@ -214,6 +219,23 @@ class Server:
         request = protocol.parse_inspect(message)
         self._require_loaded()
         return self.method.inspect(self._read(request.image), request)
+
+
+def _stored_labels(label_map: np.ndarray, request: SegmentRequest) -> np.ndarray:
+    """The label map as it is written: vocabulary indices, or the request's ``label_ids``
+    (``[H, W]`` integers; "no class" becomes ``unassigned_id`` when one is given)."""
+    if request.label_ids is None:
+        return label_map
+    labels = np.asarray(label_map, dtype=np.int64)
+    if labels[labels != NO_CLASS].max(initial=0) >= len(request.label_ids):
+        raise WorkerError(
+            "internal", f"{request.image}: a class beyond the sent vocabulary has no label id"
+        )
+    lookup = np.full(NO_CLASS + 1, NO_CLASS, dtype=np.int64)
+    lookup[: len(request.label_ids)] = request.label_ids
+    if request.unassigned_id is not None:
+        lookup[NO_CLASS] = request.unassigned_id
+    return lookup[labels]
 
 
 def _check_segmentation(result: Segmentation, image: DecodedImage, request: SegmentRequest) -> None:

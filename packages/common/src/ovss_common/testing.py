@@ -4,8 +4,11 @@ one, with restarts and timeouts, in its own environment)."""
 from __future__ import annotations
 
 import json
+import os
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +19,18 @@ from PIL import Image
 
 from ovss_common.protocol import request
 
+#: Seconds a test waits for one reply before it fails (a tiny model answers in seconds).
+REPLY_TIMEOUT = float(os.environ.get("OVSS_TEST_REPLY_TIMEOUT", "300"))
+
 
 class WorkerClient:
-    """Starts ``python -m <module>`` in this environment and exchanges one line per request."""
+    """Starts ``python -m <module>`` in this environment and exchanges one line per request.
 
-    def __init__(self, module: str) -> None:
+    A reply that does not come within ``timeout`` seconds kills the worker and fails the test,
+    so a hung worker never hangs the suite.
+    """
+
+    def __init__(self, module: str, timeout: float = REPLY_TIMEOUT) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", module],
             stdin=subprocess.PIPE,
@@ -28,20 +38,39 @@ class WorkerClient:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        self.timeout = timeout
         self.next_id = 0
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")
 
     def ask(self, type: str, **fields: Any) -> dict[str, Any]:
         """Send one request and return its reply (which must carry the request's id)."""
         self.next_id += 1
         self.process.stdin.write(json.dumps(request(type, self.next_id, **fields)) + "\n")
         self.process.stdin.flush()
-        reply = json.loads(self.process.stdout.readline())
+        try:
+            line = self._lines.get(timeout=self.timeout)
+        except queue.Empty:
+            self.process.kill()
+            raise AssertionError(f"no reply to {type} within {self.timeout:g} s") from None
+        if not line:
+            raise AssertionError(f"the worker exited before answering {type}")
+        reply = json.loads(line)
         if reply.get("id") != self.next_id:
             raise AssertionError(f"reply {reply!r} does not answer request {self.next_id}")
         return reply
 
     def close(self) -> None:
-        self.ask("shutdown")
+        if self.process.poll() is None:
+            try:
+                self.ask("shutdown")
+            except AssertionError:
+                self.process.kill()
         self.process.wait(timeout=60)
 
 

@@ -49,6 +49,15 @@ class WeightsEntry:
     config: str | None = None
 
     @property
+    def digest_status(self) -> str:
+        """How a download is checked: a digest the publisher states, or trust on first use."""
+        if self.sha256 is not None:
+            return "sha256 pinned (published)"
+        if self.md5_prefix is not None:
+            return "md5 prefix pinned (published); sha256 recorded on first download"
+        return "trust on first use: sha256 recorded on first download"
+
+    @property
     def path(self) -> Path:
         return cache_dir() / "weights" / self.method / self.filename
 

@@ -7,12 +7,17 @@ Load options drive failures for the harness tests:
 - ``unassigned_below``: brightness under which pixels get "no class" (65535).
 
 ``weights`` (optional) must be a JSON file; its sha256 is reported like a checkpoint's.
+
+Fault injection for the sweep tests: when ``$OVSS_CONFIG_DIR/toy-faults.json`` holds
+``{"kill_parent_after": N}``, the worker kills the process that started it (a sweep's Ray
+task) and exits when asked for its (N+1)-th image, as if the task had been killed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -65,9 +70,21 @@ class Toy(Method):
                 print(f"toy: crashing once on {stem}", file=sys.stderr, flush=True)
                 os._exit(3)
 
+    def _maybe_kill_parent(self) -> None:
+        self.segmented = getattr(self, "segmented", 0) + 1
+        faults = Path(os.environ.get("OVSS_CONFIG_DIR", "/nonexistent")) / "toy-faults.json"
+        if not faults.is_file():
+            return
+        after = json.loads(faults.read_text()).get("kill_parent_after")
+        if after is not None and self.segmented > after:
+            print("toy: killing the task that started me", file=sys.stderr, flush=True)
+            os.kill(os.getppid(), signal.SIGKILL)
+            os._exit(3)
+
     def segment(self, image, request):
         stem = image.path.stem
         self._maybe_crash(stem)
+        self._maybe_kill_parent()
         start = time.perf_counter()
         brightness = image.rgb.astype(np.int64).mean(axis=2)
         count = len(request.vocabulary)

@@ -1,0 +1,136 @@
+"""Released models by name, one shape for every method, and the one resolver of a ``load``.
+
+Each method package keeps a ``MODELS`` registry in its ``models.py`` (in the spirit of
+segment-anything's ``sam_model_registry``)::
+
+    MODELS = ModelRegistry(
+        method="san",
+        default="san_vit_b_16",
+        models={"san_vit_b_16": ModelEntry(name=..., config=..., weights=(WeightsEntry(...),))},
+    )
+
+``resolve_model`` turns a ``LoadRequest`` into the config file and weights the method builds
+from, the same way for every method:
+
+- ``config``: the request's path, else the config of the model the ``model`` option names
+  (default: the registry's default), its ``demo_config`` for the demo pipeline when it has one.
+  A ``config`` that is no file but a registry name is read as the ``model`` option.
+- ``weights``: the request's path (a file, or a folder for a method whose weights are several
+  files); else, when the config came from the registry, the model's released weights fetched
+  through the zoo (one file: its path; several: the folder they share); else None.
+- ``random_weights``: the option of that name; nothing is fetched then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovss_common.loading import released_weights, use_random_weights
+from ovss_common.protocol import LoadRequest, WorkerError
+from ovss_common.zoo import WeightsEntry
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One released model: the configs it runs with and the weights files it loads.
+
+    Attributes:
+        name: the registry name (``"san_vit_b_16"``), the ``model`` load option's value.
+        config: the evaluation config shipped with the package.
+        weights: the released files the model loads (none: weights come with the config).
+        demo_config: the config of the released demo setting, when it differs.
+    """
+
+    name: str
+    config: Path
+    weights: tuple[WeightsEntry, ...] = ()
+    demo_config: Path | None = None
+
+    def config_for(self, pipeline: str) -> Path:
+        """The config of ``pipeline`` (``eval`` or ``demo``)."""
+        if pipeline == "demo" and self.demo_config is not None:
+            return self.demo_config
+        return self.config
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """A method's released models by name, and the one it runs when none is named."""
+
+    method: str
+    models: Mapping[str, ModelEntry]
+    default: str
+
+    def __post_init__(self) -> None:
+        if self.default not in self.models:
+            raise ValueError(f"{self.method}: default model {self.default!r} is not registered")
+
+    def entry(self, name: str | None = None) -> ModelEntry:
+        """The entry called ``name`` (None: the default); ``bad_option`` for an unknown name."""
+        name = self.default if name is None else name
+        if name not in self.models:
+            raise WorkerError(
+                "bad_option",
+                f"unknown {self.method} model {name!r} (have {', '.join(self.models)})",
+                "model",
+            )
+        return self.models[name]
+
+    def weights_entries(self) -> dict[str, WeightsEntry]:
+        """Every released weights file of every model, by zoo name (shared files once)."""
+        return {w.name: w for entry in self.models.values() for w in entry.weights}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What a method builds from: a config file and its weights (a file, a folder or None).
+
+    ``model`` is the registry entry the config came from (None for a config path).
+    """
+
+    config: str
+    weights: str | None
+    random_weights: bool
+    model: ModelEntry | None = None
+
+
+def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedModel:
+    """The config and weights ``request`` asks for (see the module docstring).
+
+    Raises:
+        WorkerError: ``bad_option`` for an unknown model, a model option beside a config, or
+            random weights beside weights; ``bad_checkpoint`` for released weights that cannot
+            be had (offline, failed download, wrong digest).
+    """
+    options = request.options
+    name = options.get("model")
+    config = request.config
+    if config is not None and not Path(config).is_file() and config in registry.models:
+        if name is not None and name != config:
+            raise WorkerError("bad_option", "give the model option or a config, not both", "model")
+        name, config = config, None
+    if name is not None and not isinstance(name, str):
+        raise WorkerError("bad_option", "model must be a model name", "model")
+    if name is not None and config is not None:
+        raise WorkerError("bad_option", "give the model option or a config, not both", "model")
+    random_weights = use_random_weights(options, request.weights)
+    if config is not None:
+        return ResolvedModel(config=config, weights=request.weights, random_weights=random_weights)
+    entry = registry.entry(name)
+    weights = request.weights
+    if weights is None and not random_weights and entry.weights:
+        paths = [Path(released_weights(file)) for file in entry.weights]
+        folders = {path.parent for path in paths}
+        weights = str(paths[0]) if len(paths) == 1 else str(folders.pop())
+        if folders:
+            raise WorkerError(
+                "bad_checkpoint", f"{entry.name}: its weights files are not in one folder"
+            )
+    return ResolvedModel(
+        config=str(entry.config_for(request.pipeline)),
+        weights=weights,
+        random_weights=random_weights,
+        model=entry,
+    )
