@@ -55,3 +55,19 @@ def test_sixteen_bit_tiff_ground_truth(tmp_path):
     labels = np.array([[0, 846], [65535, 458]], np.uint16)
     Image.fromarray(labels).save(tmp_path / "gt.tif")
     assert read_label_map(tmp_path / "gt.tif").tolist() == labels.tolist()
+
+
+def test_the_test_client_fails_on_a_worker_that_never_answers(tmp_path, monkeypatch):
+    from ovss_common.testing import WorkerClient
+
+    (tmp_path / "silent_worker.py").write_text(
+        "import sys, time\nsys.stdin.readline()\ntime.sleep(600)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    client = WorkerClient("silent_worker", timeout=1)
+    try:
+        with pytest.raises(AssertionError, match="no reply to ping within 1 s"):
+            client.ask("ping")
+    finally:
+        client.close()
+    assert client.process.returncode is not None

@@ -119,3 +119,57 @@ def test_errors_are_structured_and_the_worker_keeps_serving(tmp_path):
     assert replies[4]["error"]["input"] == "/w.pth"
     assert "RuntimeError: boom" in replies[8]["error"]["message"]
     assert read_label_map(replies[-1]["result"]["label_map"])[0, 7] == protocol.NO_CLASS
+
+
+def test_label_ids_store_the_label_map_once_in_those_ids_with_the_callers_provenance(tmp_path):
+    image = _image(tmp_path)
+    seg = {"image": image, "save_scores": False}
+    record = {"dataset": "mini-voc", "prediction_ids": "dataset ids"}
+    replies = _talk(
+        [
+            protocol.request("load", 1),
+            protocol.request(
+                "segment",
+                2,
+                vocabulary=["a", "b"],
+                label_ids=[7, 3],
+                provenance=record,
+                output_prefix=str(tmp_path / "ids"),
+                **seg,
+            ),
+            protocol.request(
+                "segment",
+                3,
+                vocabulary=["a"],
+                label_ids=[4],
+                unassigned_id=0,
+                output_prefix=str(tmp_path / "unassigned"),
+                **seg,
+            ),
+            protocol.request(
+                "segment",
+                4,
+                vocabulary=["a"],
+                label_ids=[4],
+                output_prefix=str(tmp_path / "kept"),
+                **seg,
+            ),
+            protocol.request(
+                "segment", 5, vocabulary=["a", "b"], label_ids=[1], output_prefix="x", **seg
+            ),
+            protocol.request(
+                "segment", 6, vocabulary=["a"], label_ids=[70000], output_prefix="x", **seg
+            ),
+        ]
+    )
+    ids = read_label_map(replies[1]["result"]["label_map"])
+    assert ids[0, 0] == 7 and ids[0, 7] == 3
+    with open(replies[1]["result"]["sidecar"]) as file:
+        sidecar = json.load(file)
+    assert sidecar["harness"] == record and sidecar["label_ids"] == [7, 3]
+    unassigned = read_label_map(replies[2]["result"]["label_map"])
+    assert unassigned[0, 0] == 4 and unassigned[0, 7] == 0
+    kept = read_label_map(replies[3]["result"]["label_map"])
+    assert kept[0, 0] == 4 and kept[0, 7] == protocol.NO_CLASS
+    assert [r["error"]["input"] for r in replies[4:]] == ["label_ids", "label_ids"]
+    assert not (tmp_path / "x.png").exists()

@@ -122,12 +122,11 @@ def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedMode
     weights = request.weights
     if weights is None and not random_weights and entry.weights:
         paths = [Path(released_weights(file)) for file in entry.weights]
-        folders = {path.parent for path in paths}
-        weights = str(paths[0]) if len(paths) == 1 else str(folders.pop())
-        if folders:
+        if len({path.parent for path in paths}) > 1:
             raise WorkerError(
                 "bad_checkpoint", f"{entry.name}: its weights files are not in one folder"
             )
+        weights = str(paths[0]) if len(paths) == 1 else str(paths[0].parent)
     return ResolvedModel(
         config=str(entry.config_for(request.pipeline)),
         weights=weights,

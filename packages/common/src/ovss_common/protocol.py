@@ -231,6 +231,13 @@ def parse_load(message: dict[str, Any]) -> LoadRequest:
     )
 
 
+def _valid_ids(ids: list[Any], count: int) -> bool:
+    """``count`` integers in ``[0, 65535]``."""
+    return len(ids) == count and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= NO_CLASS for i in ids
+    )
+
+
 def parse_segment(message: dict[str, Any]) -> SegmentRequest:
     vocabulary = check_vocabulary(_field(message, "vocabulary", list, _REQUIRED))
     stuff = _field(message, "stuff", list, None)
@@ -242,15 +249,12 @@ def parse_segment(message: dict[str, Any]) -> SegmentRequest:
                 "bad_vocabulary", f"stuff name {outside[0]!r} is not in the vocabulary", outside[0]
             )
     label_ids = _field(message, "label_ids", list, None)
-    if label_ids is not None:
-        if len(label_ids) != len(vocabulary) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= NO_CLASS for i in label_ids
-        ):
-            raise WorkerError(
-                "bad_request",
-                "label_ids must give one id in [0, 65535] per vocabulary name",
-                "label_ids",
-            )
+    if label_ids is not None and not _valid_ids(label_ids, len(vocabulary)):
+        raise WorkerError(
+            "bad_request",
+            "label_ids must give one id in [0, 65535] per vocabulary name",
+            "label_ids",
+        )
     unassigned_id = _field(message, "unassigned_id", int, None)
     if unassigned_id is not None and not 0 <= unassigned_id <= NO_CLASS:
         raise WorkerError("bad_request", "unassigned_id must lie in [0, 65535]", "unassigned_id")
