@@ -120,14 +120,37 @@ def test_shipped_configs_load_by_name(tmp_path, monkeypatch):
         load_config("ade_150.yml")
 
 
-def test_the_model_option_names_a_shipped_config():
-    from ovss_car.worker import requested_config
+def test_the_model_option_names_a_shipped_config(tmp_path, monkeypatch):
+    from ovss_car.models import MODELS, resolve
     from ovss_common.protocol import LoadRequest, WorkerError
 
-    assert requested_config(LoadRequest(options={"model": "ade_847"})) == CONFIGS / "ade_847.yaml"
-    assert requested_config(LoadRequest()) == CONFIGS / "voc.yaml"
-    assert requested_config(LoadRequest(config="coco")) == CONFIGS / "coco.yaml"
-    with pytest.raises(WorkerError, match=r"unknown model 'ade_151' \(have ade_150, ade_847"):
-        requested_config(LoadRequest(options={"model": "ade_151"}))
+    monkeypatch.setenv("OVSS_OFFLINE", "1")
+    monkeypatch.setenv("OVSS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    folder = str(tmp_path)
+
+    def config(**request) -> Path:
+        return Path(resolve(LoadRequest(weights=folder, **request)).config)
+
+    assert sorted(MODELS.models) == sorted(NAMES) and MODELS.default == "voc"
+    assert config(options={"model": "ade_847"}) == CONFIGS / "ade_847.yaml"
+    assert config() == CONFIGS / "voc.yaml"
+    assert config(config="coco") == CONFIGS / "coco.yaml"
+    resolved = resolve(LoadRequest(config="pascal_context", weights=folder))
+    assert resolved.model.name == "pascal_context" and resolved.weights == folder
+    with pytest.raises(WorkerError, match=r"unknown car model 'ade_151' \(have ade_150, ade_847"):
+        resolve(LoadRequest(options={"model": "ade_151"}))
     with pytest.raises(WorkerError, match="not both"):
-        requested_config(LoadRequest(config="voc", options={"model": "voc"}))
+        resolve(LoadRequest(config="coco", options={"model": "voc"}))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_shipped_config_is_a_model_with_the_clips_it_names(name):
+    from ovss_car.config import load_config
+    from ovss_car.models import MODELS
+    from ovss_car.zoo import WEIGHTS
+
+    entry = MODELS.entry(name)
+    config = load_config(entry.config)
+    assert entry.config == CONFIGS / f"{name}.yaml"
+    assert entry.weights == (WEIGHTS[config.cam_checkpoint], WEIGHTS[config.semantic_checkpoint])

@@ -1,4 +1,5 @@
-"""OpenAI-format CLIP weights: OpenAI archives' state dicts and open_clip mirrors both load."""
+"""OpenAI-format CLIP weights: OpenAI's TorchScript archives, bare state dicts and open_clip
+mirrors all load; the zoo pins the SHA-256 OpenAI publishes."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import torch
 from conftest import GOLDEN
 
 from ovss_car.clip_model import load_clip
-from ovss_car.zoo import WEIGHTS, openai_state_dict
-from ovss_common.checkpoints import CheckpointError
+from ovss_car.zoo import MIRRORS, SAM_WEIGHTS, WEIGHTS, is_torchscript_archive, openai_state_dict
+from ovss_common.checkpoints import CheckpointError, read_state_dict
 
 
 def test_open_clip_layout_of_an_openai_model_converts(tmp_path):
@@ -37,6 +38,67 @@ def test_missing_keys_are_one_line(tmp_path):
         load_clip(path)
 
 
-def test_zoo_names_the_configs_models():
+class _Tensors(torch.nn.Module):
+    """A module tree whose state dict is ``state`` (buffers at the dotted keys)."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for key, value in state.items():
+            owner = self
+            *parents, leaf = key.split(".")
+            for part in parents:
+                if not hasattr(owner, part):
+                    owner.add_module(part, torch.nn.Module())
+                owner = getattr(owner, part)
+            owner.register_buffer(leaf, value.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_openai_torchscript_archive_loads_with_jit(tmp_path):
+    state = torch.load(GOLDEN / "cam_clip.pth", weights_only=True)
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.save(torch.jit.script(_Tensors(state)), str(path))
+    plain = tmp_path / "plain.pth"
+    torch.save(state, plain)
+    assert is_torchscript_archive(path) and not is_torchscript_archive(plain)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read_state_dict(path)
+    loaded = openai_state_dict(path)
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[key], value) for key, value in state.items())
+    reference = load_clip(GOLDEN / "cam_clip.pth").state_dict()
+    for key, value in load_clip(path).state_dict().items():
+        assert torch.equal(value, reference[key]), key
+
+
+def test_clip_entries_pin_the_sha256_openai_publishes():
+    from clip.clip import _MODELS
+
     assert set(WEIGHTS) == {"ViT-B/16", "ViT-L/14"}
-    assert all(entry.url.startswith("https://huggingface.co/timm/") for entry in WEIGHTS.values())
+    for name, entry in WEIGHTS.items():
+        published = _MODELS[name]
+        assert entry.url == published
+        assert entry.sha256 == published.split("/")[-2]
+        assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0
+        assert entry.digest_status.startswith("sha256 pinned")
+    for mirror in MIRRORS.values():
+        assert mirror.sha256 is None and mirror.digest_status.startswith("trust on first use")
+    assert all(entry.digest_status.startswith("md5 prefix") for entry in SAM_WEIGHTS.values())
+
+
+def test_a_placed_file_with_another_digest_is_refused(tmp_path, monkeypatch):
+    from ovss_car.zoo import released_clip
+    from ovss_common.protocol import WorkerError
+
+    monkeypatch.setenv("OVSS_OFFLINE", "1")
+    monkeypatch.setenv("OVSS_CACHE_DIR", str(tmp_path))
+    entry = WEIGHTS["ViT-B/16"]
+    entry.path.parent.mkdir(parents=True)
+    entry.path.write_bytes(b"not the released file")
+    with pytest.raises(WorkerError, match="differs from the pinned"):
+        released_clip("ViT-B/16")
+    mirror = MIRRORS["ViT-B/16"]
+    torch.save(torch.load(GOLDEN / "cam_clip.pth", weights_only=True), mirror.path)
+    assert released_clip("ViT-B/16") == str(mirror.path)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from ovss_car.worker import CarMethod
 from ovss_common.outputs import read_label_map
+from ovss_common.prompts import VILD_TEMPLATES
 from ovss_common.protocol import LoadRequest, WorkerError
 from ovss_common.testing import WorkerClient, error_of
 
@@ -127,7 +128,7 @@ def test_bad_loads(tmp_path, monkeypatch):
         )
         assert error["type"] == "bad_checkpoint" and "not an OpenAI-format" in error["message"]
         error = error_of(client.ask("load", device="cpu"))
-        assert error["type"] == "bad_checkpoint" and "openai_ViT-B-16.bin" in error["message"]
+        assert error["type"] == "bad_checkpoint" and "ViT-B-16.pt" in error["message"]
         error = error_of(client.ask("load", config=str(tmp_path / "absent.yaml")))
         assert error["type"] == "bad_config"
     finally:
@@ -146,8 +147,11 @@ def test_harmonised_options_replace_templates_and_keep_voc_names():
     method.load(request)
     assert method.config.pass_settings().semantic_templates == ("a photo of a {}.", "a {}.")
     assert not method.renames_voc
+    method.load(dataclasses.replace(request, options={"semantic_templates": "vild"}))
+    assert method.config.pass_settings().semantic_templates == VILD_TEMPLATES
+    assert len(VILD_TEMPLATES) == 14
     method.load(dataclasses.replace(request, options={}))
     assert method.renames_voc and len(method.config.pass_settings().semantic_templates) == 15
-    for bad in ([], ["no placeholder"], "a {}"):
+    for bad in ([], ["no placeholder"], "a {}", "VILD", 3):
         with pytest.raises(WorkerError, match="semantic_templates"):
             method.load(dataclasses.replace(request, options={"semantic_templates": bad}))

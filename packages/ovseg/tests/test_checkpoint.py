@@ -10,17 +10,18 @@ import torch
 from conftest import CHECKPOINT, CONFIG
 
 from ovss_common.checkpoints import CheckpointError
-from ovss_ovseg.build import MODEL_CONFIGS, TRAINING_ONLY_KEYS, build_ovseg, load_ovseg
+from ovss_ovseg.build import TRAINING_ONLY_KEYS, build_ovseg, load_ovseg
 from ovss_ovseg.config import get_config
+from ovss_ovseg.models import MODELS
 
 MANIFESTS = Path(__file__).resolve().parent / "golden_full"
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+@pytest.mark.parametrize("name", sorted(MODELS.models))
 def test_full_size_model_matches_the_released_layout(name):
     manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
     with torch.device("meta"):
-        model = build_ovseg(get_config(MODEL_CONFIGS[name]))
+        model = build_ovseg(get_config(MODELS.entry(name).config))
     ours = {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
     released = {entry["key"]: entry["shape"] for entry in manifest["state_dict"]}
     for key in TRAINING_ONLY_KEYS:

@@ -9,18 +9,19 @@ import pytest
 import torch
 from conftest import CHECKPOINT, CONFIG
 
-from ovss_san.build import MODEL_CONFIGS, build_san, load_san
+from ovss_san.build import build_san, load_san
 from ovss_san.checkpoint import TRAINING_ONLY_KEYS, CheckpointError, load_checkpoint
 from ovss_san.config import get_config
+from ovss_san.models import MODELS
 
 MANIFESTS = Path(__file__).resolve().parent / "golden_full"
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+@pytest.mark.parametrize("name", sorted(MODELS.models))
 def test_full_size_model_matches_the_released_layout(name):
     manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
     with torch.device("meta"):
-        model = build_san(get_config(MODEL_CONFIGS[name]))
+        model = build_san(get_config(MODELS.entry(name).config))
     ours = {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
     released = {entry["key"]: entry["shape"] for entry in manifest["state_dict"]}
     for key in TRAINING_ONLY_KEYS:
@@ -79,8 +80,15 @@ def test_missing_and_mismatched_keys(tmp_path):
         load_san(CONFIG, _write(tmp_path / "shape.pth", {"model": state}))
 
 
-def test_bare_and_state_dict_layouts_load(tmp_path, tiny_model):
-    model, _ = tiny_model()
+@pytest.mark.parametrize("layout", ["bare", "state_dict"])
+def test_bare_and_state_dict_layouts_load(tmp_path, layout):
     state = torch.load(CHECKPOINT, weights_only=True)["model"]
-    for layout in (state, {"state_dict": state}):
-        load_checkpoint(model, _write(tmp_path / "layout.pth", layout))
+    model = build_san(get_config(CONFIG), CONFIG.parent)
+    assert not torch.equal(
+        model.state_dict()["side_adapter_network.query_embed"],
+        state["side_adapter_network.query_embed"],
+    )
+    wrapped = state if layout == "bare" else {"state_dict": state}
+    load_checkpoint(model, _write(tmp_path / "layout.pth", wrapped))
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[key]), key

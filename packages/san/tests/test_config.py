@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ovss_san.build import MODEL_CONFIGS
 from ovss_san.config import get_config
+from ovss_san.models import MODELS
 
 MANIFESTS = Path(__file__).resolve().parent / "golden_full"
 
@@ -22,15 +22,15 @@ def _normalise(value):
     return value
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+@pytest.mark.parametrize("name", sorted(MODELS.models))
 def test_config_equals_the_released_one(name):
     released = json.loads((MANIFESTS / f"{name}.json").read_text())["config"]
-    ours = yaml.safe_load(get_config(MODEL_CONFIGS[name]).dump())
+    ours = yaml.safe_load(get_config(MODELS.entry(name).config).dump())
     assert _normalise(ours) == _normalise(released)
 
 
 def test_overrides_and_unknown_keys(tmp_path):
-    cfg = get_config(MODEL_CONFIGS["san_vit_b_16"], ["MODEL.SAN.CLIP_RESOLUTION", "0.7"])
+    cfg = get_config(MODELS.entry("san_vit_b_16").config, ["MODEL.SAN.CLIP_RESOLUTION", "0.7"])
     assert cfg.MODEL.SAN.CLIP_RESOLUTION == 0.7
     bad = tmp_path / "bad.yaml"
     bad.write_text("MODEL:\n  SAN:\n    NO_SUCH_KEY: 1\n")

@@ -1,6 +1,7 @@
 """Our SAN against the outputs of the original code on the golden tiny checkpoint.
 
-Tolerances are the golden README's (section 4): |ours - golden| <= atol + rtol * |golden|.
+Tolerances are those the fixtures in ``tests/golden/`` were published with:
+|ours - golden| <= atol + rtol * |golden|.
 """
 
 from __future__ import annotations

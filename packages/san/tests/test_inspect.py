@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,9 +14,13 @@ from torch import nn
 
 from ovss_common.inspection import StageRecorder, parameter_rows
 from ovss_common.testing import check_inspection, error_of, inspect_image, loaded_worker
+from ovss_san.build import build_san
+from ovss_san.config import get_config
 from ovss_san.inspection import trained
+from ovss_san.models import MODELS
 
 VOCABULARY = ["cat", "wall", "floor"]
+GOLDEN_FULL = Path(__file__).resolve().parent / "golden_full"
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +41,25 @@ def test_parameters_add_up_to_the_model(inspected, tiny_model):
     result, _ = inspected
     model, _ = tiny_model()
     check_inspection(result, sum(p.numel() for p in model.parameters()))
-    expected = sum(p.numel() for name, p in model.named_parameters() if trained(name))
-    assert result["parameters"]["trainable"] == expected > 0
+    # The builder freezes what SAN's training froze: an account independent of ``trained``.
+    expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < result["parameters"]["trainable"] == expected < result["parameters"]["total"]
     side = next(r for r in result["parameters"]["rows"] if r["module"] == "side_adapter_network")
     assert side["frozen"] == 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS.models))
+def test_trained_parameters_are_those_of_the_original_build(name):
+    """At full size, ``trained`` counts the trainable parameters recorded from the original
+    build (``golden_full/<model>.json``), per top-level module."""
+    recorded = json.loads((GOLDEN_FULL / f"{name}.json").read_text())["trainable_parameters"]
+    config = MODELS.entry(name).config
+    with torch.device("meta"):
+        model = build_san(get_config(config), config.parent)
+    table = parameter_rows(model, trained)
+    assert table["trainable"] == recorded["count"] > 0
+    top = {row["module"]: row["trainable"] for row in table["rows"] if row["depth"] == 1}
+    assert {module: count for module, count in top.items() if count} == recorded["per_prefix"]
 
 
 def test_network_stages_count_flops(inspected):

@@ -65,4 +65,12 @@ def test_bfloat16_runs_and_mostly_agrees(golden_case):
     model = model.to(torch.bfloat16)
     reduced = SanPredictor(model, cfg).predict(case["image"], case.vocabulary)
     assert reduced.scores.dtype == torch.float32
-    assert (reduced.label_map == reference.label_map).mean() > 0.9
+    # On the tiny untrained model bf16 moves scores by ~0.08 on average (of 0.64), and how much
+    # depends on the CPU's bf16 kernels: label agreement is 0.91 with oneDNN's AVX2 kernels and
+    # 0.87 with AVX512-BF16 ones. Decisions clearer than that must hold: where the fp32 top-2
+    # margin exceeds 0.1, agreement is 0.97 / 0.94.
+    agree = reduced.label_map == reference.label_map
+    top2 = reference.scores.topk(2, dim=0).values
+    clear = (top2[0] - top2[1]).numpy() > 0.1
+    assert clear.mean() > 0.5
+    assert agree[clear].mean() > 0.9 and agree.mean() > 0.8

@@ -2,7 +2,8 @@
 
 ``prepare_dataset(name, raw)`` writes under ``$DETECTRON2_DATASETS`` the files that
 ``registry.BUILTIN_DATASETS`` expects, with the label conversions of the upstream preparation
-scripts (upstream_spec.md §0.4):
+scripts (MendelXu/SAN at e19262d1: ``datasets/prepare_*.py``; facebookresearch/ov-seg:
+``datasets/prepare_*.py``, whose ADE-847 script is MaskFormer's):
 
 - ``ade20k-150``: ``ADEChallengeData2016/annotations/validation/*.png`` → raw − 1, 0 → 255.
 - ``ade20k-847``: the full ADE20K release ``ADE20K_2021_17_01``, as MaskFormer's

@@ -350,6 +350,25 @@ class StageRecorder:
         return sum(stats.seconds for stats in self.stages.values())
 
 
+def doubled_vocabulary(vocabulary: Sequence[str]) -> list[str]:
+    """``vocabulary`` followed by as many filler names (``filler_names``): the second run of
+    an inspection, to measure how cost grows with the number of classes."""
+    return [*vocabulary, *filler_names(vocabulary, len(vocabulary))]
+
+
+def measure(
+    device: str, probes: Sequence[Probe], stage: str, call: Callable[[], Any]
+) -> tuple[StageRecorder, Any]:
+    """Run ``call()`` once without autograd inside the per-class stage ``stage``, with
+    ``probes`` on the stages it goes through; returns the recorder and ``call``'s result."""
+    import torch
+
+    recorder = StageRecorder(device_synchronizer(device))
+    with torch.no_grad(), recorder.probes(probes), recorder.stage(stage, per_class=True):
+        outcome = call()
+    return recorder, outcome
+
+
 def scaling(
     small: StageRecorder,
     large: StageRecorder,

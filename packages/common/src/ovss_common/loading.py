@@ -48,18 +48,6 @@ def use_random_weights(options: dict[str, Any], weights: str | None) -> bool:
     return value
 
 
-def released_entry(
-    options: dict[str, Any], weights: dict[str, WeightsEntry], default: str
-) -> WeightsEntry:
-    """The zoo entry named by the ``model`` option (default ``default``)."""
-    name = options.get("model", default)
-    if name not in weights:
-        raise WorkerError(
-            "bad_option", f"unknown model {name!r} (have {', '.join(weights)})", "model"
-        )
-    return weights[name]
-
-
 def released_weights(entry: WeightsEntry) -> str:
     """The local path of a released file (downloaded once), or a one-line ``bad_checkpoint``."""
     try:

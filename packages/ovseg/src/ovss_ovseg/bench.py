@@ -21,73 +21,70 @@ from typing import Any
 
 import torch
 
-from ovss_common.bench import bench_parser, record_images, start_bench, summary, timed
-from ovss_common.class_lists import method_names
-from ovss_common.images import read_image
-from ovss_common.outputs import write_json
-from ovss_ovseg.build import MODEL_CONFIGS, build_ovseg
+from ovss_common.bench import (
+    bench_parser,
+    bench_vocabularies,
+    measure_images,
+    measure_text_encoding,
+    start_bench,
+)
+from ovss_ovseg.build import build_ovseg
 from ovss_ovseg.config import get_config
-from ovss_ovseg.predictor import OVSegPredictor
+from ovss_ovseg.models import MODELS
+from ovss_ovseg.predictor import OVSegPredictor, Prediction
+
+
+def regions(prediction: Prediction) -> dict[str, Any]:
+    """How many regions went to CLIP, and the stage timings."""
+    found = prediction.classification.regions
+    return {
+        "regions_to_clip": int(found.valid.sum()) if found is not None else 0,
+        "timings": prediction.timings,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.splitlines()[0], images=1)
-    parser.add_argument(
-        "--model", choices=sorted(MODEL_CONFIGS), default="ovseg_swinbase_vitL14_ft_mpt"
-    )
+    parser.add_argument("--model", choices=sorted(MODELS.models), default=MODELS.default)
     parser.add_argument("--ensemble-weight", type=float, default=0.45)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     what = f"OVSeg {args.model}, random weights, eval path, ensemble weight {args.ensemble_weight}"
     setup = start_bench(args, what)
-    device, dtype, paths, result = setup.device, setup.dtype, setup.paths, setup.result
+    device, result = setup.device, setup.result
     result["repeats"] = args.repeats
     start = time.perf_counter()
     cfg = get_config(
-        MODEL_CONFIGS[args.model],
+        MODELS.entry(args.model).config,
         ["MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT", str(args.ensemble_weight)],
     )
     torch.manual_seed(0)
-    model = build_ovseg(cfg).to(device=device, dtype=dtype)
+    model = build_ovseg(cfg).to(device=device, dtype=setup.dtype)
     result["model_build_seconds"] = time.perf_counter() - start
     adapter = model.clip_adapter
-
-    vocabularies = {
-        "voc_20": [n for n in method_names("voc-21", "ovseg") if n is not None],
-        "ade_150": [n.strip() for n in method_names("ade20k-150", "ovseg")],
-    }
-    result["text_encoding"] = {}
-    for name, names in vocabularies.items():
-        runs = []
-        for _ in range(args.repeats):
-            adapter._cache.clear()
-            runs.append(timed(lambda names=names: adapter.class_embeddings(names), device))
-        result["text_encoding"][name] = {"classes": len(names), **summary(runs)}
-        write_json(args.out, result)
-
+    vocabularies = bench_vocabularies("ovseg")
+    measure_text_encoding(
+        result,
+        vocabularies,
+        adapter.class_embeddings,
+        adapter._cache.clear,
+        args.repeats,
+        device,
+        args.out,
+    )
     predictor = OVSegPredictor(model, cfg)
     vocabulary = vocabularies["voc_20"]
-    images = [read_image(path, exif_transpose=True).rgb for path in paths]
-    predictor.predict(images[0], vocabulary)
-    per_image: dict[str, Any] = {}
-    runs: list[tuple[float, float, Any]] = []
-    for path, rgb in zip(paths, images, strict=True):
-        image_runs = [
-            timed(lambda rgb=rgb: predictor.predict(rgb, vocabulary), device)
-            for _ in range(args.repeats)
-        ]
-        runs += image_runs
-        regions = image_runs[-1][2].classification.regions
-        per_image[path.name] = {
-            "hw": list(rgb.shape[:2]),
-            "regions_to_clip": int(regions.valid.sum()) if regions is not None else 0,
-            "timings": image_runs[-1][2].timings,
-            **summary(image_runs),
-        }
-        result["per_image"] = per_image
-        record_images(result, runs, device, args.out)
-        print(f"bench: {path.name}: {image_runs[-1][0]:.1f} s", file=sys.stderr)
-    print(f"bench: wrote {args.out}", file=sys.stderr)
+    measure_images(
+        result,
+        setup.paths,
+        lambda rgb: predictor.predict(rgb, vocabulary),
+        device,
+        args.out,
+        exif_transpose=True,
+        repeats=args.repeats,
+        warmup=True,
+        describe=regions,
+    )
     return 0
 
 

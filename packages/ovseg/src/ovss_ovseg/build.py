@@ -8,19 +8,13 @@ import torch
 from detectron2.config import CfgNode
 
 from ovss_common.checkpoints import CheckpointError, load_state_dict_strictly, read_state_dict
-from ovss_ovseg.config import CONFIG_DIR, get_config
+from ovss_ovseg.config import get_config
 from ovss_ovseg.ovseg import OVSeg
 
 #: Keys of the released files that inference does not use (the training criterion's weights).
 TRAINING_ONLY_KEYS = ("criterion.empty_weight",)
 #: Where the fine-tuned CLIP lives inside an OVSeg checkpoint.
 CLIP_PREFIX = "clip_adapter.clip_model."
-
-#: Released model name -> its config file in ``ovss_ovseg/configs``.
-MODEL_CONFIGS = {
-    "ovseg_swinbase_vitL14_ft_mpt": CONFIG_DIR / "ovseg_swinB_vitL.yaml",
-    "ovseg_R101c_vitB16_ft_mpt": CONFIG_DIR / "ovseg_R101c_vitB.yaml",
-}
 
 
 def clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,19 +12,14 @@ from pathlib import Path
 from detectron2.config import CfgNode, get_cfg
 
 from ovss_common.detectron2_keys import add_deeplab_keys, load_config
+from ovss_common.mask_former_keys import add_mask_former_data_keys, add_wandb_keys
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def add_mask_former_keys(cfg: CfgNode) -> None:
     """MaskFormer's keys (data, solver, transformer, pixel decoder, Swin)."""
-    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
-    cfg.INPUT.COLOR_AUG_SSD = False
-    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
-    cfg.INPUT.SIZE_DIVISIBILITY = -1
-    cfg.SOLVER.TEST_IMS_PER_BATCH = 1
-    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
-    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    add_mask_former_data_keys(cfg)
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
 
     former = cfg.MODEL.MASK_FORMER = CfgNode()
@@ -101,9 +96,7 @@ def add_ovseg_keys(cfg: CfgNode) -> None:
     adapter.MASK_PROMPT_DEPTH = 3
     adapter.MASK_PROMPT_FWD = False
 
-    cfg.WANDB = CfgNode()
-    cfg.WANDB.PROJECT = "open_vocab_seg"
-    cfg.WANDB.NAME = None
+    add_wandb_keys(cfg, "open_vocab_seg")
 
 
 def default_config() -> CfgNode:

@@ -12,14 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from detectron2.data.transforms import ResizeTransform
 
 from ovss_common.inspection import (
     Probe,
     StageRecorder,
-    device_synchronizer,
-    filler_names,
+    doubled_vocabulary,
+    measure,
     parameter_rows,
     patched,
     report,
@@ -29,8 +28,8 @@ from ovss_common.inspection import (
 from ovss_ovseg.ovseg import OVSeg
 from ovss_ovseg.predictor import OVSegPredictor, Prediction
 
-#: OVSeg's training recipe (source: the upstream spec, upstream_spec.md §2d, and the released
-#: open_clip_training scripts, which pass ``--lock-text``).
+#: OVSeg's training recipe (source: facebookresearch/ov-seg at 36f49d49, its README's three
+#: training phases and the open_clip_training scripts, which pass ``--lock-text``).
 TRAINING = {
     "summary": (
         "trained: the backbone, pixel decoder and transformer decoder and the no-object "
@@ -40,8 +39,10 @@ TRAINING = {
         "tower"
     ),
     "source": (
-        "upstream_spec.md §2d (segmentation training, CLIP fine-tuning, mask prompt tuning); "
-        "ov-seg open_clip_training/src/scripts/*finetune*.sh (--lock-text)"
+        "facebookresearch/ov-seg@36f49d496714998058d115ffb6172d9d84c59065: README.md "
+        "(segmentation training, CLIP fine-tuning, mask prompt tuning); "
+        "open_clip_training/src/scripts/coco_proposal_1cap_finetune_VitL.sh and "
+        "coco_proposal_1cap_mask_prompt_tuning_VitL.sh (--lock-text)"
     ),
 }
 CLIP_PREFIX = "clip_adapter.clip_model."
@@ -97,15 +98,13 @@ def _measure(
     stage_probes: list[Probe],
 ) -> tuple[StageRecorder, Prediction]:
     model = predictor.model
-    recorder = StageRecorder(device_synchronizer(str(model.device)))
     model.clip_adapter._cache.clear()
-    with (
-        torch.no_grad(),
-        recorder.probes(stage_probes),
-        recorder.stage(PREDICT, per_class=True),
-    ):
-        prediction = predictor.predict(rgb, names, pipeline)
-    return recorder, prediction
+    return measure(
+        str(model.device),
+        stage_probes,
+        PREDICT,
+        lambda: predictor.predict(rgb, names, pipeline),
+    )
 
 
 def _doubled(
@@ -181,7 +180,7 @@ def inspect_ovseg(
     """The ``inspect`` result of a loaded OVSeg on ``rgb`` (``[H, W, 3]`` uint8)."""
     model: OVSeg = predictor.model
     recorder, prediction = _measure(predictor, rgb, vocabulary, pipeline, probes(predictor))
-    doubled = [*vocabulary, *filler_names(vocabulary, len(vocabulary))]
+    doubled = doubled_vocabulary(vocabulary)
     larger, replayed = _doubled(predictor, rgb, doubled, pipeline, recorder, prediction)
     regions = prediction.classification.regions
     valid = int(regions.valid.sum()) if regions is not None else 0

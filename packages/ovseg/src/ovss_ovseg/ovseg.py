@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import torch
 from clip.model import CLIP
 from detectron2.config import CfgNode, configurable
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling import Backbone, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
 
+from ovss_common.torch_layers import normalised_batch
 from ovss_ovseg import backbone as _registers_backbones  # noqa: F401
 from ovss_ovseg.clip_adapter import CLIP_GEOMETRIES, TEMPERATURE, ClipAdapter, RegionBatch
 from ovss_ovseg.pixel_decoder import BasePixelDecoder
@@ -102,7 +103,6 @@ def build_clip_model(state_or_name: dict[str, torch.Tensor] | str) -> CLIP:
     return CLIP(**geometry).float()
 
 
-@META_ARCH_REGISTRY.register()
 class OVSeg(nn.Module):
     """OVSeg for open-vocabulary semantic segmentation (inference)."""
 
@@ -193,11 +193,9 @@ class OVSeg(nn.Module):
 
     def preprocess(self, images: list[torch.Tensor]) -> ImageList:
         """``[3, H, W]`` RGB 0-255 images -> normalised batch, zero-padded to the divisibility."""
-        normalised = [
-            ((image.to(self.device) - self.pixel_mean) / self.pixel_std).to(self.dtype)
-            for image in images
-        ]
-        return ImageList.from_tensors(normalised, self.size_divisibility)
+        return normalised_batch(
+            images, self.pixel_mean, self.pixel_std, self.dtype, self.size_divisibility
+        )
 
     def propose(self, images: ImageList) -> ProposalOutputs:
         """Backbone, pixel decoder and query decoder on a preprocessed batch."""
@@ -275,9 +273,3 @@ class OVSeg(nn.Module):
     def combine(classification: ImageClassification) -> torch.Tensor:
         """``[C, Hr, Wr]`` = sum over proposals of class score x mask."""
         return torch.einsum("qc,qhw->chw", classification.class_scores, classification.masks)
-
-
-@META_ARCH_REGISTRY.register()
-class OVSegDEMO(OVSeg):
-    """The same network under the demo config's meta-architecture name (the demo pipeline is
-    chosen by the predictor)."""

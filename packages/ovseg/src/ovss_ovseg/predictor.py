@@ -13,7 +13,6 @@ and when no proposal passes the mask threshold) is "no class" (65535).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +21,7 @@ from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
+from ovss_common.predictor_method import Stopwatch
 from ovss_common.protocol import NO_CLASS
 from ovss_ovseg.ovseg import ImageClassification, OVSeg, ProposalOutputs
 
@@ -68,11 +68,11 @@ class OVSegPredictor:
         """Segment ``rgb`` (``[H, W, 3]`` uint8) with ``vocabulary``."""
         if pipeline not in PIPELINES:
             raise ValueError(f"pipeline {pipeline!r} is not one of {', '.join(PIPELINES)}")
-        start = time.perf_counter()
+        clock = Stopwatch()
         resized = self.resize.get_transform(rgb).apply_image(rgb)
         image = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         images = self.model.preprocess([image])
-        prepared = time.perf_counter()
+        clock.lap("preprocess")
         demo = pipeline == "demo"
         names = list(vocabulary)
         selectable = None
@@ -84,11 +84,11 @@ class OVSegPredictor:
             proposals, 0, image.to(self.model.device), names, demo=demo, selectable=selectable
         )
         combined = OVSeg.combine(classification)
-        ran = time.perf_counter()
+        clock.lap("model")
         scores = sem_seg_postprocess(combined, images.image_sizes[0], *rgb.shape[:2]).float()
         labels = scores.argmax(dim=0)
         labels[(scores == 0).all(dim=0)] = NO_CLASS
-        done = time.perf_counter()
+        clock.lap("postprocess")
         return Prediction(
             label_map=labels.cpu().numpy().astype(np.int64),
             scores=scores.cpu(),
@@ -96,9 +96,5 @@ class OVSegPredictor:
             resized=resized,
             proposals=proposals,
             classification=classification,
-            timings={
-                "preprocess": prepared - start,
-                "model": ran - prepared,
-                "postprocess": done - ran,
-            },
+            timings=clock.timings,
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ovss_common.torch_layers import mlp_forward, mlp_layers
 
 
 def sine_position_embedding(x: torch.Tensor, num_feats: int) -> torch.Tensor:
@@ -34,15 +35,10 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
         super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in itertools.pairwise(dims))
+        self.layers = mlp_layers(in_dim, hidden_dim, out_dim, num_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
+        return mlp_forward(self.layers, x)
 
 
 class DecoderLayer(nn.Module):

@@ -2,8 +2,9 @@
 
 Load options (``--option KEY=VALUE`` on the ovss command line):
 
-- ``model``: a released model (``ovseg_swinbase_vitL14_ft_mpt``, ``ovseg_R101c_vitB16_ft_mpt``)
-  used when no config is given; its weights come from the zoo unless ``weights`` is given;
+- ``model``: a released model of ``ovss_ovseg.models.MODELS`` (``ovseg_swinbase_vitL14_ft_mpt``,
+  the default, or ``ovseg_R101c_vitB16_ft_mpt``) used when no config is given (a ``config`` may
+  also name one); its weights come from the zoo unless ``weights`` is given;
   with ``--pipeline demo`` the Swin-B model uses the released demo config;
 - ``ensemble_weight``: ``MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT`` (the evaluation protocol's
   per-dataset value: 0.7 ADE, 0.6 Pascal Context, 0.45 VOC; ``ovss eval`` sends it);
@@ -20,88 +21,53 @@ from typing import Any
 import yaml
 
 from ovss_common.images import DecodedImage
-from ovss_common.loading import (
-    build_errors,
-    check_options,
-    config_overrides,
-    model_provenance,
-    released_entry,
-    released_weights,
-    use_random_weights,
-)
-from ovss_common.protocol import InspectRequest, LoadRequest, SegmentRequest, WorkerError
-from ovss_common.server import Method, Segmentation, run
-from ovss_common.torch_runtime import (
-    configure,
-    default_device,
-    move,
-    peak_device_memory,
-    resolve_dtype,
-)
+from ovss_common.predictor_method import PredictorMethod, refuse_large_scores
+from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
+from ovss_common.server import Segmentation, run
+from ovss_ovseg.models import MODELS
 from ovss_ovseg.predictor import OVSegPredictor
-from ovss_ovseg.zoo import DEFAULT_MODEL, DEMO_CONFIGS, WEIGHTS
-
-OPTIONS = ("model", "overrides", "ensemble_weight", "random_weights")
-#: Largest ``[C, H, W]`` float32 score array a request may ask to save.
-MAX_SCORE_BYTES = 4 << 30
 
 
-class OVSegMethod(Method):
+class OVSegMethod(PredictorMethod):
     name = "ovseg"
     exif_transpose = True
+    models = MODELS
+    distribution = "ovss-ovseg"
+    label = "OVSeg"
+    options = ("model", "overrides", "ensemble_weight", "random_weights")
+    config_errors = (yaml.YAMLError,)
 
-    def load(self, request: LoadRequest) -> dict[str, Any]:
+    def option_overrides(self, request: LoadRequest) -> list[str]:
+        weight = request.options.get("ensemble_weight")
+        if weight is None:
+            return []
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise WorkerError(
+                "bad_option", "ensemble_weight must be a number in [0, 1]", "ensemble_weight"
+            )
+        return ["MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT", str(float(weight))]
+
+    def build(self, config: str, weights: str | None, overrides: list[str]) -> tuple[Any, Any]:
         from ovss_ovseg.build import load_ovseg
 
-        check_options(request.options, OPTIONS, "OVSeg")
-        overrides = config_overrides(request.options)
-        weight = request.options.get("ensemble_weight")
-        if weight is not None:
-            if (
-                isinstance(weight, bool)
-                or not isinstance(weight, int | float)
-                or not 0 <= weight <= 1
-            ):
-                raise WorkerError(
-                    "bad_option", "ensemble_weight must be a number in [0, 1]", "ensemble_weight"
-                )
-            overrides += ["MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE_WEIGHT", str(float(weight))]
-        device = request.device or default_device()
-        dtype = resolve_dtype(request.dtype, device)
-        runtime = configure(request.threads)
-        config, weights = request.config, request.weights
-        random_weights = use_random_weights(request.options, weights)
-        if config is None:
-            entry = released_entry(request.options, WEIGHTS, DEFAULT_MODEL)
-            demo = request.pipeline == "demo"
-            config = DEMO_CONFIGS.get(entry.name, entry.config) if demo else entry.config
-            if weights is None and not random_weights:
-                weights = released_weights(entry)
-        with build_errors(config, weights, (yaml.YAMLError,)):
-            model, cfg = load_ovseg(config, weights, "cpu", overrides)
-        self.predictor = OVSegPredictor(move(model, device, dtype), cfg)
-        self.pipeline = request.pipeline
-        self.device = device
+        return load_ovseg(config, weights, "cpu", overrides)
+
+    def make_predictor(self, model: Any, cfg: Any) -> OVSegPredictor:
+        return OVSegPredictor(model, cfg)
+
+    def describe(self, cfg: Any) -> dict[str, Any]:
         adapter = cfg.MODEL.CLIP_ADAPTER
         return {
-            **model_provenance("ovss-ovseg", request, config, cfg.dump(), weights),
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "ensemble_weight": adapter.CLIP_ENSEMBLE_WEIGHT,
             "mask_threshold": adapter.MASK_THR,
-            "device": device,
-            **runtime,
         }
 
     def segment(self, image: DecodedImage, request: SegmentRequest) -> Segmentation:
         h, w = image.rgb.shape[:2]
-        channels = len(request.vocabulary) + 1
-        if channels * h * w * 4 > MAX_SCORE_BYTES:
-            raise WorkerError(
-                "bad_option",
-                f"{channels - 1} classes at {h}x{w} need {channels * h * w * 4 / 2**30:.1f} GiB "
-                "of scores; use fewer classes or a smaller image",
-                "vocabulary",
-            )
+        refuse_large_scores(
+            len(request.vocabulary) + 1, h, w, "vocabulary", "use fewer classes or a smaller image"
+        )
         try:
             prediction = self.predictor.predict(image.rgb, request.vocabulary, self.pipeline)
         except RuntimeError as exc:
@@ -114,20 +80,13 @@ class OVSegMethod(Method):
             "proposals": int(prediction.proposals.mask_preds.shape[1]),
             "regions_to_clip": int(regions.valid.sum()) if regions is not None else 0,
         }
-        details.update(peak_device_memory(self.device))
-        return Segmentation(
-            label_map=prediction.label_map,
-            vocabulary=prediction.vocabulary,
-            scores=prediction.scores.numpy() if request.save_scores else None,
-            timings=prediction.timings,
-            extra=details,
-        )
+        scores = prediction.scores if request.save_scores else None
+        return self.segmentation(prediction, scores, details)
 
-    def inspect(self, image: DecodedImage, request: InspectRequest) -> dict[str, Any]:
+    def inspect_loaded(self, image: DecodedImage, vocabulary: list[str]) -> dict[str, Any]:
         from ovss_ovseg.inspection import inspect_ovseg
 
-        check_options(request.options, (), "OVSeg inspect")
-        return inspect_ovseg(self.predictor, image.rgb, request.vocabulary, self.pipeline)
+        return inspect_ovseg(self.predictor, image.rgb, vocabulary, self.pipeline)
 
 
 def main() -> None:

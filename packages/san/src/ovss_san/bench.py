@@ -16,76 +16,63 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
-import numpy as np
 import torch
 
-from ovss_common.bench import bench_parser, record_images, start_bench, summary, timed
-from ovss_common.class_lists import method_names
-from ovss_common.images import read_image
-from ovss_common.outputs import write_json
-from ovss_san.build import MODEL_CONFIGS, build_san
+from ovss_common.bench import (
+    bench_parser,
+    bench_vocabularies,
+    measure_images,
+    measure_text_encoding,
+    start_bench,
+)
+from ovss_san.build import build_san
 from ovss_san.config import get_config
+from ovss_san.models import MODELS
 from ovss_san.predictor import SanPredictor
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.splitlines()[0], images=None)
-    parser.add_argument("--model", choices=sorted(MODEL_CONFIGS), default="san_vit_b_16")
+    parser.add_argument("--model", choices=sorted(MODELS.models), default=MODELS.default)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     setup = start_bench(args, f"SAN {args.model}, random weights, eval path")
-    device, dtype, paths, result = setup.device, setup.dtype, setup.paths, setup.result
+    device, result = setup.device, setup.result
     result["repeats"] = args.repeats
     start = time.perf_counter()
-    cfg = get_config(MODEL_CONFIGS[args.model])
+    config = MODELS.entry(args.model).config
+    cfg = get_config(config)
     torch.manual_seed(0)
-    model = build_san(cfg).to(device=device, dtype=dtype)
+    model = build_san(cfg, config.parent).to(device=device, dtype=setup.dtype)
     result["model_build_seconds"] = time.perf_counter() - start
     predictor = SanPredictor(model, cfg)
     classifier = model.ov_classifier
+    vocabularies = bench_vocabularies("san")
 
-    vocabularies = {
-        "voc_20": [n for n in method_names("voc-21", "san") if n is not None],
-        "ade_150": [n.strip() for n in method_names("ade20k-150", "san")],
-    }
-    result["text_encoding"] = {}
-    for name, names in vocabularies.items():
-        runs = []
-        for _ in range(args.repeats):
-            classifier.clear_cache()
-            with torch.inference_mode():
-                runs.append(timed(lambda names=names: classifier(names), device))
-        result["text_encoding"][name] = {
-            "classes": len(names),
-            "prompts": len(names) * 14,
-            **summary(runs),
-        }
-        write_json(args.out, result)
+    def encode(names: list[str]) -> object:
+        with torch.inference_mode():
+            return classifier(names)
 
+    measure_text_encoding(
+        result, vocabularies, encode, classifier.clear_cache, args.repeats, device, args.out, 14
+    )
     vocabulary = vocabularies["voc_20"]
-    images = [read_image(path, exif_transpose=True).rgb for path in paths]
-    with torch.inference_mode():
-        predictor.predict(images[0], vocabulary, keep_scores=False)
-    per_image: dict[str, Any] = {}
-    runs: list[tuple[float, float]] = []
-    for path, rgb in zip(paths, images, strict=True):
-        image_runs = []
-        for _ in range(args.repeats):
-            with torch.inference_mode():
-                image_runs.append(
-                    timed(
-                        lambda rgb=rgb: predictor.predict(rgb, vocabulary, keep_scores=False),
-                        device,
-                    )
-                )
-        runs += image_runs
-        per_image[path.name] = {"hw": list(rgb.shape[:2]), **summary(image_runs)}
-        result["per_image"] = per_image
-        record_images(result, runs, device, args.out)
-        print(f"bench: {path.name}: {np.median([r[0] for r in image_runs]):.2f} s", file=sys.stderr)
-    print(f"bench: wrote {args.out}", file=sys.stderr)
+
+    def predict(rgb: object) -> object:
+        with torch.inference_mode():
+            return predictor.predict(rgb, vocabulary, keep_scores=False)
+
+    measure_images(
+        result,
+        setup.paths,
+        predict,
+        device,
+        args.out,
+        exif_transpose=True,
+        repeats=args.repeats,
+        warmup=True,
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Builders: a SAN model from a config file (and weights), and one per released size."""
+"""Builders: a SAN model from a config (and weights)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,14 @@ import torch
 from detectron2.config import CfgNode
 
 from ovss_san.checkpoint import load_checkpoint
-from ovss_san.config import CONFIG_DIR, get_config
+from ovss_san.config import get_config
 from ovss_san.san import SAN
-
-#: Released model name -> its config file in ``ovss_san/configs``.
-MODEL_CONFIGS = {
-    "san_vit_b_16": CONFIG_DIR / "san_vit_b_16.yaml",
-    "san_vit_large_14": CONFIG_DIR / "san_vit_large_14.yaml",
-}
 
 
 def build_san(cfg: CfgNode, config_dir: Path | None = None) -> SAN:
-    """A SAN with random weights on the CPU; CLIP architectures not built into open_clip
-    are read from ``<config_dir>/<CLIP_MODEL_NAME>.json``."""
+    """A SAN with random weights on the CPU (the parameters SAN's training froze have
+    ``requires_grad`` off); CLIP architectures not built into open_clip are read from
+    ``<config_dir>/<CLIP_MODEL_NAME>.json``."""
     return SAN(cfg, config_dir=config_dir).eval()
 
 
@@ -37,13 +32,3 @@ def load_san(
     if weights is not None:
         load_checkpoint(model, weights)
     return model.to(device), cfg
-
-
-def build_san_vit_b_16() -> SAN:
-    """SAN ViT-B/16 (random weights)."""
-    return build_san(get_config(MODEL_CONFIGS["san_vit_b_16"]))
-
-
-def build_san_vit_large_14() -> SAN:
-    """SAN ViT-L/14 at 336 px (random weights)."""
-    return build_san(get_config(MODEL_CONFIGS["san_vit_large_14"]))

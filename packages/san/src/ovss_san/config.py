@@ -13,18 +13,14 @@ from pathlib import Path
 from detectron2.config import CfgNode, get_cfg
 
 from ovss_common.detectron2_keys import add_deeplab_keys, load_config
+from ovss_common.mask_former_keys import add_mask_former_data_keys, add_wandb_keys
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def add_san_keys(cfg: CfgNode) -> None:
     """The ``MODEL.SAN`` / ``MODEL.SIDE_ADAPTER`` keys and the training keys SAN adds."""
-    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
-    cfg.INPUT.COLOR_AUG_SSD = False
-    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
-    cfg.INPUT.SIZE_DIVISIBILITY = -1
-
-    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    add_mask_former_data_keys(cfg)
     cfg.SOLVER.WEIGHT_DECAY_EMBED_GROUP = [
         "absolute_pos_embed",
         "positional_embedding",
@@ -32,10 +28,8 @@ def add_san_keys(cfg: CfgNode) -> None:
         "query_embed",
         "relative_position_bias_table",
     ]
-    cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
     cfg.SOLVER.CLIP_MULTIPLIER = 1.0
-    cfg.SOLVER.TEST_IMS_PER_BATCH = 1
 
     san = cfg.MODEL.SAN = CfgNode()
     san.NO_OBJECT_WEIGHT = 0.1
@@ -78,9 +72,7 @@ def add_san_keys(cfg: CfgNode) -> None:
     bias.MLP_NUM_LAYERS = 3
     bias.RESCALE_ATTN_BIAS = True
 
-    cfg.WANDB = CfgNode()
-    cfg.WANDB.PROJECT = "san"
-    cfg.WANDB.NAME = None
+    add_wandb_keys(cfg, "san")
     cfg.MODEL.FLASH = False
 
 

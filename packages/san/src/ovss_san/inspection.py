@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from ovss_common.inspection import (
     Probe,
     StageRecorder,
-    device_synchronizer,
-    filler_names,
+    doubled_vocabulary,
+    measure,
     parameter_rows,
     report,
     scaling,
@@ -25,9 +24,9 @@ from ovss_common.inspection import (
 from ovss_san.predictor import Prediction, SanPredictor
 from ovss_san.san import SAN
 
-#: SAN's training recipe (source: the upstream spec, upstream_spec.md §1a, from the released configs
-#: and training logs: ``CLIP_FROZEN_EXCLUDE ["positional_embedding"]``, 8.37 M trainable
-#: parameters for ViT-B/16).
+#: SAN's training recipe (source: MendelXu/SAN at e19262d1: ``configs/san_clip_vit_res4_coco.yaml``
+#: sets ``CLIP_FROZEN_EXCLUDE ["positional_embedding"]`` and ``san/model/san.py`` freezes the
+#: rest of CLIP; the released training logs report 8.37 M trainable parameters for ViT-B/16).
 TRAINING = {
     "summary": (
         "trained: the side adapter network (side ViT, queries, fusion layers, mask decoder), "
@@ -35,8 +34,9 @@ TRAINING = {
         "the rest of CLIP (image and text towers)"
     ),
     "source": (
-        "upstream_spec.md §1a: CLIP_FROZEN_EXCLUDE ['positional_embedding']; training logs "
-        "report 8.37 M (ViT-B/16) and 9.32 M (ViT-L/14) trainable parameters"
+        "MendelXu/SAN@e19262d1: configs/san_clip_vit_res4_coco.yaml (CLIP_FROZEN_EXCLUDE "
+        "['positional_embedding']), san/model/san.py (freezing); training logs report "
+        "8.37 M (ViT-B/16) and 9.32 M (ViT-L/14) trainable parameters"
     ),
 }
 TRAINED_CLIP_PARAMETERS = ("clip_visual_extractor.positional_embedding", "ov_classifier.bg_embed")
@@ -84,15 +84,13 @@ def _measure(
     predictor: SanPredictor, rgb: np.ndarray, names: list[str], pipeline: str
 ) -> tuple[StageRecorder, Prediction]:
     model = predictor.model
-    recorder = StageRecorder(device_synchronizer(str(model.device)))
     model.ov_classifier.clear_cache()
-    with (
-        torch.no_grad(),
-        recorder.probes(probes(predictor)),
-        recorder.stage(PREDICT, per_class=True),
-    ):
-        prediction = predictor.predict(rgb, names, pipeline=pipeline, keep_scores=True)
-    return recorder, prediction
+    return measure(
+        str(model.device),
+        probes(predictor),
+        PREDICT,
+        lambda: predictor.predict(rgb, names, pipeline=pipeline, keep_scores=True),
+    )
 
 
 def shapes(rgb: np.ndarray, prediction: Prediction) -> list[dict[str, Any]]:
@@ -137,7 +135,7 @@ def inspect_san(
     """The ``inspect`` result of a loaded SAN on ``rgb`` (``[H, W, 3]`` uint8)."""
     model: SAN = predictor.model
     recorder, prediction = _measure(predictor, rgb, vocabulary, pipeline)
-    doubled = [*vocabulary, *filler_names(vocabulary, len(vocabulary))]
+    doubled = doubled_vocabulary(vocabulary)
     larger, _ = _measure(predictor, rgb, doubled, pipeline)
     growth = scaling(
         recorder,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from ovss_common.torch_layers import mlp_forward, mlp_layers
 
 
 class MLP(nn.Module):
@@ -16,16 +15,10 @@ class MLP(nn.Module):
         self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, dense: bool = False
     ) -> None:
         super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        layer = (lambda i, o: nn.Conv2d(i, o, kernel_size=1)) if dense else nn.Linear
-        self.layers = nn.ModuleList(layer(i, o) for i, o in itertools.pairwise(dims))
+        self.layers = mlp_layers(in_dim, hidden_dim, out_dim, num_layers, dense)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
+        return mlp_forward(self.layers, x)
 
 
 class MLPMaskDecoder(nn.Module):

@@ -12,7 +12,6 @@ It hides SAN's two original pre-processing paths:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +20,7 @@ from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from PIL import Image
 
+from ovss_common.predictor_method import Stopwatch
 from ovss_san.san import SAN, SanOutputs
 
 PIPELINES = ("eval", "demo")
@@ -116,15 +116,15 @@ class SanPredictor:
         combined ``CLASS_CHUNK`` classes at a time, so that ``keep_scores=False`` never holds
         ``[C, H, W]`` for large vocabularies.
         """
-        start = time.perf_counter()
+        clock = Stopwatch()
         resized = self.resize(rgb, pipeline)
         names = [name.lower() for name in vocabulary] if pipeline == "demo" else list(vocabulary)
         names += list(extra_names or [])
         image = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         images = self.model.preprocess([image])
-        loaded = time.perf_counter()
+        clock.lap("preprocess")
         outputs = self.model.run(images, names)
-        ran = time.perf_counter()
+        clock.lap("model")
         count = len(vocabulary)
         best = labels = other = None
         kept = []
@@ -148,16 +148,12 @@ class SanPredictor:
         scores = None
         if keep_scores:
             scores = torch.cat(kept + ([other] if other is not None else [])).cpu()
-        done = time.perf_counter()
+        clock.lap("postprocess")
         return Prediction(
             label_map=labels.cpu().numpy().astype(np.int64),
             scores=scores,
             vocabulary=effective,
             resized=resized,
             outputs=outputs,
-            timings={
-                "preprocess": loaded - start,
-                "model": ran - loaded,
-                "postprocess": done - ran,
-            },
+            timings=clock.timings,
         )

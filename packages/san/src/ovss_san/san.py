@@ -1,4 +1,4 @@
-"""SAN meta-architecture: preprocess -> CLIP + side adapter -> recognition -> postprocess."""
+"""SAN meta-architecture: preprocess -> CLIP + side adapter -> recognition -> scores."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
 
+from ovss_common.torch_layers import normalised_batch
 from ovss_san.classifier import OpenVocabClassifier, templates
 from ovss_san.clip import build_clip
 from ovss_san.clip_visual import ClipFeatureExtractor, ClipFeatures, RecognitionHead
@@ -66,11 +66,25 @@ def _check_supported(cfg: CfgNode) -> None:
             raise ValueError(f"{key} = {value!r} is not supported (only {supported!r})")
 
 
-@META_ARCH_REGISTRY.register()
+def freeze_except(module: nn.Module, exclude: list[str]) -> None:
+    """SAN's training freeze of a CLIP part: every parameter of ``module`` whose name contains
+    none of the ``exclude`` substrings stops requiring gradients (``"all"`` in ``exclude``
+    freezes nothing). Config keys ``MODEL.SAN.CLIP_FROZEN_EXCLUDE`` (the feature extractor)
+    and ``CLIP_DEEPER_FROZEN_EXCLUDE`` (the recognition head); upstream: MendelXu/SAN at
+    e19262d1a23992fc2cef934d6756b89ff50fe5c3, ``san/model/clip_utils/visual.py``."""
+    if "all" in exclude:
+        return
+    for name, parameter in module.named_parameters():
+        if not any(part in name for part in exclude):
+            parameter.requires_grad_(False)
+
+
 class SAN(nn.Module):
     """Side Adapter Network for open-vocabulary semantic segmentation (inference).
 
-    Submodule names and parameter names are those of the released checkpoints.
+    Submodule names and parameter names are those of the released checkpoints. The parameters
+    SAN's training kept frozen (CLIP but for the extractor's positional embedding and the
+    classifier's background embedding) have ``requires_grad`` off, as in the original.
     """
 
     @configurable
@@ -112,7 +126,9 @@ class SAN(nn.Module):
                 f"a CLIP with {depth} blocks"
             )
         extractor = ClipFeatureExtractor(clip.visual, last, keep={*fusion_map.values(), last})
+        freeze_except(extractor, list(san.CLIP_FROZEN_EXCLUDE))
         rec_head = RecognitionHead(clip.visual, last, side.NUM_QUERIES, san.REC_DOWNSAMPLE_METHOD)
+        freeze_except(rec_head, list(san.CLIP_DEEPER_FROZEN_EXCLUDE))
         vit = build_side_vit(side.VIT_NAME, side.IMAGE_SIZE, side.DROP_PATH_RATE)
         if side.ATTN_BIAS.NUM_HEADS not in (1, rec_head.num_heads):
             raise ValueError(
@@ -160,11 +176,9 @@ class SAN(nn.Module):
 
     def preprocess(self, images: list[torch.Tensor]) -> ImageList:
         """``[3, H, W]`` RGB 0-255 images -> normalised batch, zero-padded to the divisibility."""
-        normalised = [
-            ((image.to(self.device) - self.pixel_mean) / self.pixel_std).to(self.dtype)
-            for image in images
-        ]
-        return ImageList.from_tensors(normalised, self.size_divisibility)
+        return normalised_batch(
+            images, self.pixel_mean, self.pixel_std, self.dtype, self.size_divisibility
+        )
 
     def run(self, images: ImageList, vocabulary: list[str]) -> SanOutputs:
         """The network on a preprocessed batch, for one vocabulary (last output only)."""
@@ -228,27 +242,3 @@ class SAN(nn.Module):
             if not self.sem_seg_postprocess_before_inference:
                 scores = sem_seg_postprocess(scores, resized, *output_size)
             yield first, scores
-
-    def postprocess(
-        self, outputs: SanOutputs, output_sizes: list[tuple[int, int]]
-    ) -> list[torch.Tensor]:
-        """Per-image ``[C, H0, W0]`` float32 scores at the requested (original) sizes."""
-        return [
-            next(self.iter_scores(outputs, index, size))[1]
-            for index, size in enumerate(output_sizes)
-        ]
-
-    @torch.no_grad()
-    def forward(self, batched_inputs: list[dict]) -> list[dict[str, torch.Tensor]]:
-        """detectron2-style inference: each input has ``image`` ``[3, H, W]`` (RGB 0-255),
-        optional ``height``/``width`` (output size) and the batch's ``vocabulary``."""
-        vocabulary = batched_inputs[0]["vocabulary"]
-        if any(item["vocabulary"] != vocabulary for item in batched_inputs):
-            raise ValueError("all images of a batch must share one vocabulary")
-        images = self.preprocess([item["image"] for item in batched_inputs])
-        outputs = self.run(images, vocabulary)
-        sizes = [
-            (item.get("height", size[0]), item.get("width", size[1]))
-            for item, size in zip(batched_inputs, images.image_sizes, strict=True)
-        ]
-        return [{"sem_seg": scores} for scores in self.postprocess(outputs, sizes)]

@@ -2,8 +2,9 @@
 
 Load options (``--option KEY=VALUE`` on the ovss command line):
 
-- ``model``: a released model name (``san_vit_b_16``, ``san_vit_large_14``) used when no
-  config is given; its weights come from the zoo unless ``weights`` is given;
+- ``model``: a released model of ``ovss_san.models.MODELS`` (``san_vit_b_16``, the default,
+  or ``san_vit_large_14``) used when no config is given (a ``config`` may also name one); its
+  weights come from the zoo unless ``weights`` is given;
 - ``overrides``: a list of ``KEY VALUE`` config overrides (detectron2 style);
 - ``random_weights``: ``true`` builds the architecture with random weights (seeded), nothing
   downloaded; the provenance records it;
@@ -19,44 +20,27 @@ import yaml
 
 from ovss_common.class_lists import method_names
 from ovss_common.images import DecodedImage
-from ovss_common.loading import (
-    build_errors,
-    check_options,
-    config_overrides,
-    model_provenance,
-    released_entry,
-    released_weights,
-    use_random_weights,
-)
-from ovss_common.protocol import InspectRequest, LoadRequest, SegmentRequest, WorkerError
-from ovss_common.server import Method, Segmentation, run
-from ovss_common.torch_runtime import (
-    configure,
-    default_device,
-    move,
-    peak_device_memory,
-    resolve_dtype,
-)
+from ovss_common.predictor_method import PredictorMethod, refuse_large_scores
+from ovss_common.protocol import LoadRequest, SegmentRequest, WorkerError
+from ovss_common.server import Segmentation, run
+from ovss_san.models import MODELS
 from ovss_san.predictor import SanPredictor, expansion_names
-from ovss_san.zoo import DEFAULT_MODEL, WEIGHTS
 
 EXPANSIONS = ("none", "COCO-all", "COCO-stuff")
-#: Largest ``[C, H, W]`` float32 score array a request may ask to save.
-MAX_SCORE_BYTES = 4 << 30
 #: COCO-Stuff 171: the first 80 ids are things, the remaining 91 stuff.
 COCO_THINGS = 80
-OPTIONS = ("model", "overrides", "expansion", "random_weights")
 
 
-class San(Method):
+class San(PredictorMethod):
     name = "san"
     exif_transpose = True
+    models = MODELS
+    distribution = "ovss-san"
+    label = "SAN"
+    options = ("model", "overrides", "expansion", "random_weights")
+    config_errors = (yaml.YAMLError,)
 
-    def load(self, request: LoadRequest) -> dict[str, Any]:
-        from ovss_san.build import load_san
-
-        check_options(request.options, OPTIONS, "SAN")
-        overrides = config_overrides(request.options)
+    def option_overrides(self, request: LoadRequest) -> list[str]:
         self.expansion = request.options.get("expansion", "none")
         if self.expansion not in EXPANSIONS:
             raise WorkerError(
@@ -66,30 +50,20 @@ class San(Method):
             raise WorkerError(
                 "bad_option", "expansion applies to the demo pipeline only", "expansion"
             )
-        device = request.device or default_device()
-        dtype = resolve_dtype(request.dtype, device)
-        runtime = configure(request.threads)
-        config, weights = request.config, request.weights
-        random_weights = use_random_weights(request.options, weights)
-        if config is None:
-            entry = released_entry(request.options, WEIGHTS, DEFAULT_MODEL)
-            config = entry.config
-            if weights is None and not random_weights:
-                weights = released_weights(entry)
-        with build_errors(config, weights, (yaml.YAMLError,)):
-            model, cfg = load_san(config, weights, "cpu", overrides)
-        self.predictor = SanPredictor(move(model, device, dtype), cfg)
-        self.pipeline = request.pipeline
-        self.device = device
         coco = method_names("coco-stuff-171", "san")
         self.expansion_pool = {"COCO-all": coco, "COCO-stuff": coco[COCO_THINGS:]}
-        return {
-            **model_provenance("ovss-san", request, config, cfg.dump(), weights),
-            "clip_model": cfg.MODEL.SAN.CLIP_MODEL_NAME,
-            "device": device,
-            "expansion": self.expansion,
-            **runtime,
-        }
+        return []
+
+    def build(self, config: str, weights: str | None, overrides: list[str]) -> tuple[Any, Any]:
+        from ovss_san.build import load_san
+
+        return load_san(config, weights, "cpu", overrides)
+
+    def make_predictor(self, model: Any, cfg: Any) -> SanPredictor:
+        return SanPredictor(model, cfg)
+
+    def describe(self, cfg: Any) -> dict[str, Any]:
+        return {"clip_model": cfg.MODEL.SAN.CLIP_MODEL_NAME, "expansion": self.expansion}
 
     def segment(self, image: DecodedImage, request: SegmentRequest) -> Segmentation:
         extra = []
@@ -101,14 +75,9 @@ class San(Method):
                 self.expansion_pool["COCO-stuff"],
             )
         h, w = image.rgb.shape[:2]
-        channels = len(request.vocabulary) + (1 if extra else 0)
-        if request.save_scores and channels * h * w * 4 > MAX_SCORE_BYTES:
-            raise WorkerError(
-                "bad_option",
-                f"scores for {channels} classes at {h}x{w} would take "
-                f"{channels * h * w * 4 / 2**30:.1f} GiB; segment without saving scores",
-                "save_scores",
-            )
+        if request.save_scores:
+            channels = len(request.vocabulary) + (1 if extra else 0)
+            refuse_large_scores(channels, h, w, "save_scores", "segment without saving scores")
         prediction = self.predictor.predict(
             image.rgb,
             request.vocabulary,
@@ -123,20 +92,12 @@ class San(Method):
         }
         if extra:
             details["expansion_classes"] = len(extra)
-        details.update(peak_device_memory(self.device))
-        return Segmentation(
-            label_map=prediction.label_map,
-            vocabulary=prediction.vocabulary,
-            scores=prediction.scores.numpy() if prediction.scores is not None else None,
-            timings=prediction.timings,
-            extra=details,
-        )
+        return self.segmentation(prediction, prediction.scores, details)
 
-    def inspect(self, image: DecodedImage, request: InspectRequest) -> dict[str, Any]:
+    def inspect_loaded(self, image: DecodedImage, vocabulary: list[str]) -> dict[str, Any]:
         from ovss_san.inspection import inspect_san
 
-        check_options(request.options, (), "SAN inspect")
-        return inspect_san(self.predictor, image.rgb, request.vocabulary, self.pipeline)
+        return inspect_san(self.predictor, image.rgb, vocabulary, self.pipeline)
 
 
 def main() -> None:

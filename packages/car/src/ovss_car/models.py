@@ -1,0 +1,51 @@
+"""CaR's released settings by name, in the shape every method shares (``ovss_common.models``).
+
+CaR trains nothing: a released setting is one of the configs of the original repository
+(google-research/google-research, ``clip_as_rnn/configs/``), shipped in ``configs/``; each
+names its two OpenAI CLIPs, whose pinned zoo entries are the model's weights. The default is
+the VOC config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ovss_car.config import CONFIG_DIR, load_config, shipped_configs
+from ovss_car.zoo import WEIGHTS
+from ovss_common.models import ModelEntry, ModelRegistry, ResolvedModel, resolve_model
+from ovss_common.protocol import LoadRequest, WorkerError
+
+
+def _entry(name: str) -> ModelEntry:
+    config = load_config(CONFIG_DIR / f"{name}.yaml")
+    checkpoints = (config.cam_checkpoint, config.semantic_checkpoint)
+    return ModelEntry(name=name, config=config.path, weights=tuple(WEIGHTS[c] for c in checkpoints))
+
+
+MODELS = ModelRegistry(
+    method="car", default="voc", models={name: _entry(name) for name in shipped_configs()}
+)
+
+
+def _requested_name(request: LoadRequest) -> str | None:
+    config = request.config
+    if config is not None and not Path(config).is_file() and config in MODELS.models:
+        return config
+    return request.options.get("model")
+
+
+def resolve(request: LoadRequest) -> ResolvedModel:
+    """``resolve_model`` for CaR: the config file, and the folder in which its checkpoints
+    are looked up (the request's, or the zoo's for a released setting).
+
+    When OpenAI's pinned files of a released setting cannot be had, the folder is left out:
+    the worker then looks each checkpoint up through ``ovss_car.zoo.find_checkpoint``, which
+    falls back to the mirror.
+    """
+    try:
+        return resolve_model(request, MODELS)
+    except WorkerError as exc:
+        if exc.type != "bad_checkpoint" or request.weights is not None:
+            raise
+    entry = MODELS.entry(_requested_name(request))
+    return ResolvedModel(config=str(entry.config), weights=None, random_weights=False, model=entry)
