@@ -230,3 +230,18 @@ def test_car_eval_tiny_on_mini_voc(tmp_path, capsys):
     assert code == 0, captured.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 4 and metrics["label_space"] == "voc-21"
+
+
+@car
+def test_methods_lists_each_weights_file_and_how_it_is_checked(capsys):
+    assert main(["methods", "--weights"]) == 0
+    out = capsys.readouterr().out
+    clip = next(line for line in out.splitlines() if line.startswith("  ViT-B/16:"))
+    assert "sha256 pinned (published)" in clip and "voc" in clip
+    assert "/clip/models/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/" in clip
+    sam = next(line for line in out.splitlines() if line.startswith("  sam_vit_b:"))
+    assert "optional; md5 prefix pinned" in sam
+    assert any(
+        line.startswith("  san_vit_b_16:") and "trust on first use" in line
+        for line in out.splitlines()
+    )

@@ -50,7 +50,7 @@ def _toy(weights: str | None = None) -> ModelSettings:
 def _registered_models(method: str) -> set[str]:
     """The model names ``method``'s own registry resolves, asked in its environment."""
     package = get_method(method)
-    module = package.worker_module.rsplit(".", 1)[0] + ".models"
+    module = package.models_module
     listing = subprocess.run(
         [str(package.python), "-c", f"from {module} import MODELS; print(*MODELS.models)"],
         capture_output=True,

@@ -22,7 +22,7 @@ from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_da
 from ovss.datasets.prepare import PREPARABLE, check_dataset, prepare_dataset
 from ovss.demo import DemoItem, DemoSettings, default_items, run_demo
 from ovss.engine import EvalSettings, default_out
-from ovss.environments import discover_methods, environment_status, method_names
+from ovss.environments import discover_methods, environment_status, method_names, zoo_listing
 from ovss.errors import OvssError
 from ovss.evaluator import evaluate_folders
 from ovss.inspect import (
@@ -117,8 +117,12 @@ def _methods_models(args: argparse.Namespace, pipeline: str) -> list[ModelSettin
     ]
 
 
-def _no_arguments(parser: argparse.ArgumentParser) -> None:
-    """A command without arguments."""
+def _methods_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        action="store_true",
+        help="also list each method's weights files: source, how each is checked, cached or not",
+    )
 
 
 def _segment_arguments(segment: argparse.ArgumentParser) -> None:
@@ -284,6 +288,11 @@ def _methods(args: argparse.Namespace) -> int:
         print(
             f"{name:8s} {package.distribution} {package.version}  environment: {status}  ({package.venv})"
         )
+        if args.weights:
+            for row in zoo_listing(package):
+                state = "cached" if row["cached"] else "not cached"
+                used = ", ".join(row["models"]) or "optional"
+                print(f"  {row['name']}: {used}; {row['digest']}; {state}; {row['url']}")
     return 0
 
 
@@ -481,7 +490,12 @@ class Command:
 
 
 COMMANDS = (
-    Command("methods", "list methods and the state of their environments", _no_arguments, _methods),
+    Command(
+        "methods",
+        "list methods, the state of their environments and their weights",
+        _methods_arguments,
+        _methods,
+    ),
     Command("segment", "segment images with a vocabulary", _segment_arguments, _segment),
     Command("eval", "evaluate a method on a dataset (resumable)", _eval_arguments, _eval),
     Command(

@@ -7,6 +7,7 @@ declares the method and every fact about it the harness needs, in one table::
     name = "san"
     worker = "ovss_san.worker"         # the module that serves the worker protocol
     prepare = ["detectron2"]           # optional: steps that must run before the lock can sync
+    models = "ovss_san.models"         # optional: the module whose MODELS is its model registry
     bench = "ovss_san.bench"           # optional: the benchmark module (nox -s bench-<name>)
     targets = "reproduce.toml"         # optional: the published numbers ovss reproduce re-measures
     harmonised-options = {}            # optional: load options of the harmonised protocol
@@ -30,6 +31,7 @@ Python as a subprocess.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -65,6 +67,7 @@ class MethodPackage:
         label_spaces: per dataset, the label space the method's original evaluation uses.
         dataset_options: per dataset, the load options its original protocol sets there.
         harmonised_options: the load options of the harmonised protocol.
+        models_module: the module whose ``MODELS`` is the method's model registry, if any.
         bench_module: the module ``nox -s bench-<name>`` runs, if any.
         targets_file: the file of published numbers (project-relative), if any.
     """
@@ -79,6 +82,7 @@ class MethodPackage:
     label_spaces: dict[str, str] = field(default_factory=dict)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     harmonised_options: dict[str, Any] = field(default_factory=dict)
+    models_module: str | None = None
     bench_module: str | None = None
     targets_file: str | None = None
 
@@ -134,6 +138,7 @@ def read_method_package(project: Path) -> MethodPackage | None:
             label_spaces=dict(table.get("label-spaces", {})),
             dataset_options={k: dict(v) for k, v in table.get("dataset-options", {}).items()},
             harmonised_options=dict(table.get("harmonised-options", {})),
+            models_module=table.get("models"),
             bench_module=table.get("bench"),
             targets_file=table.get("targets"),
         )
@@ -246,3 +251,17 @@ def ensure_environment(package: MethodPackage) -> Path:
         last = (built.stderr.strip().splitlines() or ["no output"])[-1]
         raise OvssError(f"building the {package.name} environment failed: {last}")
     return package.python
+
+
+def zoo_listing(package: MethodPackage) -> list[dict[str, Any]]:
+    """The method's zoo listing (every weights file, its source, how it is checked, whether it
+    is cached), read in its own environment; empty for a method without a model registry."""
+    if package.models_module is None:
+        return []
+    python = ensure_environment(package)
+    command = [str(python), "-m", "ovss_common.models", package.models_module]
+    listed = subprocess.run(command, capture_output=True, text=True, env=_uv_environment())
+    if listed.returncode != 0:
+        last = (listed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OvssError(f"listing the models of {package.name} failed: {last}")
+    return [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]

@@ -90,3 +90,20 @@ def test_digest_status_names_what_the_publisher_states():
     assert WeightsEntry(**base, sha256="0" * 64).digest_status.startswith("sha256 pinned")
     assert WeightsEntry(**base, md5_prefix="abc").digest_status.startswith("md5 prefix pinned")
     assert WeightsEntry(**base).digest_status.startswith("trust on first use")
+
+
+def test_the_zoo_listing_shows_every_file_once_with_its_check(registry):
+    optional = WeightsEntry(name="extra", method="m", filename="x.pth", url="https://y/x.pth")
+    listed = ModelRegistry(
+        method="m", models=registry.models, default="small", optional=(optional,)
+    ).listing()
+    assert [row["name"] for row in listed] == [
+        "small-w.pth",
+        "big-w.pth",
+        "pair-a.pth",
+        "pair-b.pth",
+        "extra",
+    ]
+    assert listed[0]["models"] == ["small"] and listed[-1]["models"] == []
+    assert not any(row["cached"] for row in listed)
+    assert listed[-1]["digest"].startswith("trust on first use")

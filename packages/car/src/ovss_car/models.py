@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ovss_car.config import CONFIG_DIR, load_config, shipped_configs
-from ovss_car.zoo import WEIGHTS
+from ovss_car.zoo import MIRRORS, SAM_WEIGHTS, WEIGHTS
 from ovss_common.models import ModelEntry, ModelRegistry, ResolvedModel, resolve_model
 from ovss_common.protocol import LoadRequest, WorkerError
 
@@ -23,7 +23,10 @@ def _entry(name: str) -> ModelEntry:
 
 
 MODELS = ModelRegistry(
-    method="car", default="voc", models={name: _entry(name) for name in shipped_configs()}
+    method="car",
+    default="voc",
+    models={name: _entry(name) for name in shipped_configs()},
+    optional=(*MIRRORS.values(), *SAM_WEIGHTS.values()),
 )
 
 

@@ -23,9 +23,13 @@ from, the same way for every method:
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ovss_common.loading import released_weights, use_random_weights
 from ovss_common.protocol import LoadRequest, WorkerError
@@ -57,11 +61,16 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class ModelRegistry:
-    """A method's released models by name, and the one it runs when none is named."""
+    """A method's released models by name, and the one it runs when none is named.
+
+    ``optional`` lists the other files the method may download (mirrors, refinement models),
+    so that the zoo listing shows every file and how it is checked.
+    """
 
     method: str
     models: Mapping[str, ModelEntry]
     default: str
+    optional: tuple[WeightsEntry, ...] = ()
 
     def __post_init__(self) -> None:
         if self.default not in self.models:
@@ -79,8 +88,25 @@ class ModelRegistry:
         return self.models[name]
 
     def weights_entries(self) -> dict[str, WeightsEntry]:
-        """Every released weights file of every model, by zoo name (shared files once)."""
-        return {w.name: w for entry in self.models.values() for w in entry.weights}
+        """Every weights file of every model, then the optional ones, by zoo name (each once)."""
+        files = {w.name: w for entry in self.models.values() for w in entry.weights}
+        return {**files, **{w.name: w for w in self.optional}}
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The zoo listing: per file, its source, how it is checked, whether it is cached and
+        which models load it (none: optional)."""
+        return [
+            {
+                "method": self.method,
+                "name": weights.name,
+                "models": [n for n, e in self.models.items() if weights in e.weights],
+                "url": weights.url,
+                "digest": weights.digest_status,
+                "cached": weights.path.is_file(),
+                "path": str(weights.path),
+            }
+            for weights in self.weights_entries().values()
+        ]
 
 
 @dataclass(frozen=True)
@@ -133,3 +159,17 @@ def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedMode
         random_weights=random_weights,
         model=entry,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ovss_common.models MODULE``: the zoo listing of ``MODULE.MODELS`` as one JSON
+    object per line (the harness runs it in each method's environment)."""
+    (module,) = sys.argv[1:] if argv is None else argv
+    registry: ModelRegistry = importlib.import_module(module).MODELS
+    for row in registry.listing():
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
