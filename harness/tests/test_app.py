@@ -118,7 +118,9 @@ def test_every_method_returns_an_overlay_of_the_image_size(client, photo):
         assert message.startswith(f"{method} (untrained tiny weights): model ")
     overlay, message = panels["toy"]
     assert overlay is None
-    assert message == "toy is unavailable: method 'toy' has no tiny fixture"
+    assert message == (
+        "toy is unavailable: method 'toy' declares no tiny fixture ([tool.ovss.method.tiny])"
+    )
 
 
 def test_one_method_leaves_the_other_panels_alone(client, photo):

@@ -98,3 +98,28 @@ def test_eval_cli_summary_and_exit_codes(toy_package, tmp_path, capsys):
     assert code == 2 and err.startswith("ovss: error:") and err.count("\n") == 1
     assert main(["eval", "--method", "nosuchmethod", "--dataset", "mini-voc"]) == 2
     assert "nosuchmethod" in capsys.readouterr().err
+
+
+def test_a_folder_from_before_the_engine_resumes_and_a_broken_one_is_refused(
+    toy_package, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    first = _eval(out, limit=2)
+    # What the earlier runner could leave: per-image work files of an interrupted image.
+    work = out / ".work"
+    work.mkdir()
+    (work / f"{STEMS[2]}.png").write_bytes(b"partial")
+    resumed = _eval(out)
+    assert resumed["num_predicted_now"] == len(STEMS) - 2 and not work.exists()
+    assert resumed["per_class"] != {} and first["num_images"] == 2
+    sidecar = json.loads((out / "predictions" / f"{STEMS[2]}.json").read_text())
+    assert sidecar["harness"]["prediction_ids"] == "dataset ids"
+    assert sidecar["outputs"]["label_map"] == str(out / "predictions" / f"{STEMS[2]}.png")
+
+    (out / "run.json").write_text("{ not json")
+    capsys.readouterr()
+    argv = ["eval", "--method", "toy", "--dataset", "mini-voc", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run.json: unreadable" in err[0] and "--restart" in err[0]
+    assert main([*argv, "--restart"]) == 0
