@@ -50,11 +50,11 @@ def test_voc20_view_of_voc21_ground_truth():
 
 
 def test_unassigned_pixels_follow_the_label_space():
-    _, ids = label_spaces()["voc-21"].vocabulary("car")
-    lut = label_spaces()["voc-21"].prediction_lut(ids)
-    assert lut[0] == 1 and lut[19] == 20 and lut[65535] == 0  # CaR: unassigned = background
+    names, ids = label_spaces()["voc-21"].vocabulary("car")
+    assert ids[0] == 1 and ids[19] == 20 and len(names) == 20  # CaR names no background
+    assert label_spaces()["voc-21"].unassigned == 0  # CaR: unassigned = background
     _, ids = label_spaces()["voc-20"].vocabulary("san")
-    assert label_spaces()["voc-20"].prediction_lut(ids)[65535] == 65535
+    assert ids.tolist() == list(range(20)) and label_spaces()["voc-20"].unassigned is None
 
 
 def test_mini_voc_is_built_from_the_registry_packages():

@@ -6,7 +6,8 @@ derive a view of it: ``voc-20`` is ``voc-21`` without background (ground-truth 0
 ignore, ids shift down by one), which is how SAN and OVSeg evaluate VOC.
 
 For an evaluation, a method gets a vocabulary (its names, in id order, without the ids it
-does not name) and a lookup table from vocabulary index to dataset id. ``unassigned`` says
+does not name) and the dataset id of each name, in which its worker writes the label map.
+``unassigned`` says
 what a pixel the method leaves without class (65535) means in this space: None keeps it
 "no class" (a miss), an id (VOC-21's background 0) assigns it to that class.
 """
@@ -20,8 +21,6 @@ import numpy as np
 
 from ovss.errors import OvssError
 from ovss_common.class_lists import class_file
-
-NO_CLASS = 65535
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,6 @@ class LabelSpace:
             return None
         names = self.names_for(method)
         return [names[i].strip() for i in self.stuff_ids if names[i] is not None]
-
-    def prediction_lut(self, vocabulary_ids: np.ndarray) -> np.ndarray:
-        """``[65536]`` table: vocabulary index → dataset id; 65535 → ``unassigned`` or 65535."""
-        lut = np.full(NO_CLASS + 1, NO_CLASS, dtype=np.int64)
-        lut[: vocabulary_ids.size] = vocabulary_ids
-        lut[NO_CLASS] = NO_CLASS if self.unassigned is None else self.unassigned
-        return lut
 
     def convert_gt(self, labels: np.ndarray) -> np.ndarray:
         """On-disk ground truth → ids of this space (ignore stays ``ignore_label``)."""
