@@ -16,12 +16,13 @@ def markers(name: str) -> tuple[str, str]:
 
 
 def read_block(path: Path, name: str) -> str:
-    """The text inside block ``name`` of ``path`` (between its marker lines)."""
+    """The lines inside block ``name`` of ``path`` (between its marker lines)."""
     return _split(path, name)[1]
 
 
 def replace_block(path: Path, name: str, body: str | Callable[[str], str]) -> None:
-    """Replace the text inside block ``name`` of ``path`` with ``body`` (or ``body(old)``).
+    """Replace the lines inside block ``name`` of ``path`` with ``body`` (or ``body(old)``),
+    written as given between the marker lines.
 
     Raises:
         OvssError: ``path`` is missing, or lacks exactly one pair of the block's markers.
@@ -29,7 +30,7 @@ def replace_block(path: Path, name: str, body: str | Callable[[str], str]) -> No
     head, old, tail = _split(path, name)
     new = body(old) if callable(body) else body
     start, end = markers(name)
-    text = f"{head}{start}\n{new.strip(chr(10))}\n{end}{tail}"
+    text = f"{head}{start}\n{new}\n{end}{tail}"
     write_atomic(path, lambda file: file.write(text.encode("utf-8")))
 
 
@@ -42,4 +43,4 @@ def _split(path: Path, name: str) -> tuple[str, str, str]:
         raise OvssError(f"{path}: needs exactly one '{start}' ... '{end}' block")
     head, rest = text.split(start)
     body, tail = rest.split(end)
-    return head, body, tail
+    return head, body.removeprefix("\n").removesuffix("\n"), tail

@@ -374,7 +374,7 @@ def update_docs(path: Path, method: str, rows: list[Row]) -> None:
         else:
             lines.append(table_line(row))
     table = HEADER + "".join(line + "\n" for line in lines)
-    replace_block(path, name, f"{table}\n{_stamp(rows, kept)}")
+    replace_block(path, name, f"{table}\n{_stamp(rows, kept)}".removesuffix("\n"))
 
 
 def write_rows(path: Path, method: str, rows: list[Row], limit: int | None) -> None:

@@ -424,9 +424,8 @@ def _history_row(report: UpgradeReport) -> str:
 
 def record_history(report: UpgradeReport, path: Path) -> None:
     """Append the upgrade to the history table in the ``upgrade-history`` block of ``path``."""
-    replace_block(
-        path, "upgrade-history", lambda table: f"{table.rstrip()}\n{_history_row(report)}"
-    )
+    row = _history_row(report)
+    replace_block(path, "upgrade-history", lambda table: f"{table}\n{row}" if table else row)
 
 
 def default_history(report: UpgradeReport) -> Path | None:

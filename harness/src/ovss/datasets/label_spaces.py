@@ -34,7 +34,7 @@ class LabelSpace:
         ignore_label: the ground-truth value that is not scored.
         unassigned: the id a "no class" prediction counts as, or None (a miss).
         drop_first: the on-disk id 0 is dropped (becomes ignore) and the rest shift down.
-        stuff_ids: ids CaR treats as stuff (its second pass), when the dataset has a split.
+        stuff_ids: the stuff ids of the dataset's thing/stuff split, when it has one.
     """
 
     name: str
@@ -90,7 +90,7 @@ def _from_file(
     data = class_file(file)
     names = list(data["names"])
     methods = {m: list(v) for m, v in data.get("methods", {}).items()}
-    stuff = list(data.get("car_thing_stuff", {}).get("stuff_ids", []))
+    stuff = list(data.get("thing_stuff", {}).get("stuff_ids", []))
     if drop_first:
         names = names[1:]
         methods = {m: v[1:] for m, v in methods.items()}

@@ -59,7 +59,7 @@ def vocabulary(
     if listed is not None:
         car = method_names(listed, "car")
         names = names or [name.strip() for name in car if name is not None]
-        split = class_file(listed).get("car_thing_stuff", {}).get("stuff_ids", [])
+        split = class_file(listed).get("thing_stuff", {}).get("stuff_ids", [])
         dataset_stuff = {car[i].strip() for i in split if car[i] is not None}
     if stuff is None:
         stuff = (
