@@ -239,12 +239,12 @@ class Evaluation:
     def claim(self, load_info: dict[str, Any]) -> dict[str, Any]:
         """Take the folder for this run (discarding an earlier one with ``restart``, refusing
         another run's otherwise) and record it in ``run.json``; returns the provenance."""
+        key = cache_key(self.settings, self.plan, load_info)
         if self.settings.restart:
             self.discard()
         else:
-            self.check(cache_key(self.settings, self.plan, load_info))
+            self.check(key)
         record = self.provenance(load_info)
-        key = cache_key(self.settings, self.plan, load_info)
         write_json(self.out / "run.json", {"cache_key": key, "provenance": record})
         return record
 

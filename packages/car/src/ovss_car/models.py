@@ -8,11 +8,15 @@ the VOC config.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ovss_car.config import CONFIG_DIR, load_config, shipped_configs
 from ovss_car.zoo import MIRRORS, SAM_WEIGHTS, WEIGHTS
-from ovss_common.models import ModelEntry, ModelRegistry, ResolvedModel, resolve_model
+from ovss_common.models import (
+    ModelEntry,
+    ModelRegistry,
+    ResolvedModel,
+    requested_model,
+    resolve_model,
+)
 from ovss_common.protocol import LoadRequest, WorkerError
 
 
@@ -30,13 +34,6 @@ MODELS = ModelRegistry(
 )
 
 
-def _requested_name(request: LoadRequest) -> str | None:
-    config = request.config
-    if config is not None and not Path(config).is_file() and config in MODELS.models:
-        return config
-    return request.options.get("model")
-
-
 def resolve(request: LoadRequest) -> ResolvedModel:
     """``resolve_model`` for CaR: the config file, and the folder in which its checkpoints
     are looked up (the request's, or the zoo's for a released setting).
@@ -50,5 +47,6 @@ def resolve(request: LoadRequest) -> ResolvedModel:
     except WorkerError as exc:
         if exc.type != "bad_checkpoint" or request.weights is not None:
             raise
-    entry = MODELS.entry(_requested_name(request))
+    name, _ = requested_model(request, MODELS)
+    entry = MODELS.entry(name)
     return ResolvedModel(config=str(entry.config), weights=None, random_weights=False, model=entry)

@@ -17,7 +17,6 @@ Label indices are positions in the vocabulary as given; CaR adds no class.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from ovss_car.config import CarConfig
 from ovss_car.sam import SamRefiner, refine_masks
 from ovss_common.class_lists import class_file
 from ovss_common.clip_geometry import OPENAI_CLIP_GEOMETRIES
+from ovss_common.predictor_method import Stopwatch
 from ovss_common.protocol import NO_CLASS
 from ovss_common.torch_runtime import move
 
@@ -139,7 +139,7 @@ class CarPredictor:
     ) -> Prediction:
         """Segment ``rgb`` (``[H, W, 3]`` uint8) with ``vocabulary``; the names also in
         ``stuff`` get the stuff pass."""
-        start = time.perf_counter()
+        clock = Stopwatch()
         picture = Image.fromarray(rgb)
         sent = list(vocabulary)
         names = self.text_names(sent)
@@ -158,15 +158,13 @@ class CarPredictor:
             result = self.model.run(picture, thing_names, self.config.pass_settings())
             passes.append((result, things))
             details["steps"] = len(result.steps)
-        timings = {"model": time.perf_counter() - start}
+        clock.lap("model")
         if self.refiner is not None:
-            ran = time.perf_counter()
             sam_masks = self.refiner.sam_masks(rgb)
             for result, _ in passes:
                 result.masks = refine_masks(result.masks, sam_masks, self.refiner.settings)
             details["sam_masks"] = len(sam_masks)
-            timings["sam"] = time.perf_counter() - ran
-        ran = time.perf_counter()
+            clock.lap("sam")
         labels = assign_labels(passes, rgb.shape[:2], NO_CLASS)
         scores = None
         if keep_scores:
@@ -180,6 +178,6 @@ class CarPredictor:
             for i, score in zip(ids, result.scores, strict=True)
             if score > 0
         ]
-        timings["postprocess"] = time.perf_counter() - ran
+        clock.lap("postprocess")
         names_of_passes = (["stuff"] if stuffs else []) + (["things"] if things else [])
-        return Prediction(labels, sent, scores, passes, names_of_passes, timings, details)
+        return Prediction(labels, sent, scores, passes, names_of_passes, clock.timings, details)

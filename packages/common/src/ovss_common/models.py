@@ -122,16 +122,14 @@ class ResolvedModel:
     model: ModelEntry | None = None
 
 
-def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedModel:
-    """The config and weights ``request`` asks for (see the module docstring).
+def requested_model(request: LoadRequest, registry: ModelRegistry) -> tuple[str | None, str | None]:
+    """``(model name, config path)`` of ``request``, at most one of them set: the ``model``
+    option, or a ``config`` that is no file but a registry name, or a config path.
 
     Raises:
-        WorkerError: ``bad_option`` for an unknown model, a model option beside a config, or
-            random weights beside weights; ``bad_checkpoint`` for released weights that cannot
-            be had (offline, failed download, wrong digest).
+        WorkerError: ``bad_option`` for a model option beside a config, or one not a string.
     """
-    options = request.options
-    name = options.get("model")
+    name = request.options.get("model")
     config = request.config
     if config is not None and not Path(config).is_file() and config in registry.models:
         if name is not None and name != config:
@@ -141,7 +139,19 @@ def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedMode
         raise WorkerError("bad_option", "model must be a model name", "model")
     if name is not None and config is not None:
         raise WorkerError("bad_option", "give the model option or a config, not both", "model")
-    random_weights = use_random_weights(options, request.weights)
+    return name, config
+
+
+def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedModel:
+    """The config and weights ``request`` asks for (see the module docstring).
+
+    Raises:
+        WorkerError: ``bad_option`` for an unknown model, a model option beside a config, or
+            random weights beside weights; ``bad_checkpoint`` for released weights that cannot
+            be had (offline, failed download, wrong digest).
+    """
+    name, config = requested_model(request, registry)
+    random_weights = use_random_weights(request.options, request.weights)
     if config is not None:
         return ResolvedModel(config=config, weights=request.weights, random_weights=random_weights)
     entry = registry.entry(name)
