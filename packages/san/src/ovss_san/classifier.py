@@ -87,9 +87,11 @@ class OpenVocabClassifier(nn.Module):
             self.encode_tokens,
         )
 
-    @torch.no_grad()
     def forward(self, vocabulary: list[str]) -> torch.Tensor:
-        """``[C + 1, D]`` normalised class weights: the vocabulary's classes, then background."""
+        """``[C + 1, D]`` normalised class weights: the vocabulary's classes, then background.
+
+        The text embeddings carry no gradient (the text tower is frozen); the background
+        embedding does, so that training updates it."""
         missing = [name for name in dict.fromkeys(vocabulary) if name not in self._cache]
         if missing:
             self._cache.update(zip(missing, self.encode_names(missing), strict=True))

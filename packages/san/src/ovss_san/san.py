@@ -52,6 +52,19 @@ class SanOutputs:
     mask_logits: torch.Tensor
 
 
+@dataclass
+class MaskPredictions:
+    """One deep-supervision output of a training forward pass.
+
+    Attributes:
+        mask_logits: ``[B, Q, C + 1]`` class logits of each mask (last column: background).
+        mask_preds: ``[B, Q, H/p, W/p]`` mask logits on the side grid.
+    """
+
+    mask_logits: torch.Tensor
+    mask_preds: torch.Tensor
+
+
 def _check_supported(cfg: CfgNode) -> None:
     """Fail on config values that select code paths no released SAN model uses."""
     san = cfg.MODEL.SAN
@@ -80,7 +93,7 @@ def freeze_except(module: nn.Module, exclude: list[str]) -> None:
 
 
 class SAN(nn.Module):
-    """Side Adapter Network for open-vocabulary semantic segmentation (inference).
+    """Side Adapter Network for open-vocabulary semantic segmentation.
 
     Submodule names and parameter names are those of the released checkpoints. The parameters
     SAN's training kept frozen (CLIP but for the extractor's positional embedding and the
@@ -130,6 +143,11 @@ class SAN(nn.Module):
         rec_head = RecognitionHead(clip.visual, last, side.NUM_QUERIES, san.REC_DOWNSAMPLE_METHOD)
         freeze_except(rec_head, list(san.CLIP_DEEPER_FROZEN_EXCLUDE))
         vit = build_side_vit(side.VIT_NAME, side.IMAGE_SIZE, side.DROP_PATH_RATE)
+        supervised = list(side.DEEP_SUPERVISION_IDXS)
+        if not supervised or not all(1 <= block <= len(vit.blocks) for block in supervised):
+            raise ValueError(
+                f"DEEP_SUPERVISION_IDXS {supervised} must name side blocks 1..{len(vit.blocks)}"
+            )
         if side.ATTN_BIAS.NUM_HEADS not in (1, rec_head.num_heads):
             raise ValueError(
                 f"ATTN_BIAS.NUM_HEADS {side.ATTN_BIAS.NUM_HEADS} must be 1 or the CLIP's "
@@ -153,7 +171,7 @@ class SAN(nn.Module):
             fusion_map,
             decoder,
             side.NUM_QUERIES,
-            output_block=max(side.DEEP_SUPERVISION_IDXS),
+            output_blocks=tuple(side.DEEP_SUPERVISION_IDXS),
         )
         return {
             "clip_visual_extractor": extractor,
@@ -180,14 +198,34 @@ class SAN(nn.Module):
             images, self.pixel_mean, self.pixel_std, self.dtype, self.size_divisibility
         )
 
+    def clip_input(self, images: ImageList) -> torch.Tensor:
+        """``[B, 3, H', W']``: the batch as the CLIP branch sees it (downscaled if asymmetric)."""
+        if not self.asymetric_input:
+            return images.tensor
+        return F.interpolate(
+            images.tensor, scale_factor=self.clip_resolution, mode="bilinear", align_corners=False
+        )
+
+    def supervised_outputs(self, images: ImageList, vocabulary: list[str]) -> list[MaskPredictions]:
+        """The training forward pass: one output per deep-supervision block, in ascending
+        block order (the last is the main output, the others are auxiliary)."""
+        class_weights = self.ov_classifier(vocabulary)
+        scaled_weights = self.ov_classifier.logit_scale.exp() * class_weights
+        clip_features = self.clip_visual_extractor(self.clip_input(images))
+        side = self.side_adapter_network
+        outputs = []
+        for mask_preds, attn_biases in side.decode(
+            images.tensor, clip_features, side.output_blocks
+        ):
+            mask_embeddings = self.clip_rec_head(clip_features, attn_biases)
+            mask_logits = torch.einsum("bqc,nc->bqn", mask_embeddings, scaled_weights)
+            outputs.append(MaskPredictions(mask_logits=mask_logits, mask_preds=mask_preds))
+        return outputs
+
     def run(self, images: ImageList, vocabulary: list[str]) -> SanOutputs:
         """The network on a preprocessed batch, for one vocabulary (last output only)."""
         class_weights = self.ov_classifier(vocabulary)
-        clip_input = images.tensor
-        if self.asymetric_input:
-            clip_input = F.interpolate(
-                clip_input, scale_factor=self.clip_resolution, mode="bilinear", align_corners=False
-            )
+        clip_input = self.clip_input(images)
         clip_features = self.clip_visual_extractor(clip_input)
         mask_preds, attn_biases = self.side_adapter_network(images.tensor, clip_features)
         mask_embeddings = self.clip_rec_head(clip_features, attn_biases)

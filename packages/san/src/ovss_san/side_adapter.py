@@ -107,8 +107,9 @@ class SideAdapterNetwork(nn.Module):
 
     Learned queries are prepended to the side ViT's patch tokens; CLIP features are added to
     the patch tokens before block ``t`` for each ``t`` in the fusion map; positional
-    embeddings are re-added after every block but the last; the output after block
-    ``output_block`` is decoded into masks and attention biases.
+    embeddings are re-added after every block but the last. The output after each block of
+    ``output_blocks`` (deep supervision) can be decoded into masks and attention biases;
+    inference decodes the last one only.
 
     Args:
         vit_model: the side ViT (``build_side_vit``).
@@ -116,7 +117,8 @@ class SideAdapterNetwork(nn.Module):
         fusion_map: side block -> CLIP feature index.
         mask_decoder: the ``MLPMaskDecoder``.
         num_queries: number of learned queries.
-        output_block: the block whose output is decoded (the last deep-supervision index).
+        output_blocks: the blocks whose outputs are decoded in training (deep supervision),
+            ascending; the last one is the output of inference.
     """
 
     def __init__(
@@ -126,7 +128,7 @@ class SideAdapterNetwork(nn.Module):
         fusion_map: dict[int, int],
         mask_decoder: MLPMaskDecoder,
         num_queries: int,
-        output_block: int,
+        output_blocks: tuple[int, ...],
     ) -> None:
         super().__init__()
         width = vit_model.embed_dim
@@ -137,7 +139,7 @@ class SideAdapterNetwork(nn.Module):
         self.mask_decoder = mask_decoder
         self.fusion_map = dict(fusion_map)
         self.num_queries = num_queries
-        self.output_block = output_block
+        self.output_blocks = tuple(sorted(output_blocks))
 
     def positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         """``[1, Q + h'w', C]``: query positions, then patch positions resized to ``grid``."""
@@ -163,7 +165,8 @@ class SideAdapterNetwork(nn.Module):
     def forward(
         self, image: torch.Tensor, clip: ClipFeatures
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """
+        """The inference output (the last of ``output_blocks``).
+
         Args:
             image: ``[B, 3, H, W]`` normalised, padded image (full resolution).
             clip: CLIP features of the downscaled image.
@@ -171,6 +174,13 @@ class SideAdapterNetwork(nn.Module):
         Returns:
             mask_logits ``[B, Q, H/p, W/p]`` and attention biases ``[B, heads, Q, H/p, W/p]``.
         """
+        return self.decode(image, clip, self.output_blocks[-1:])[0]
+
+    def decode(
+        self, image: torch.Tensor, clip: ClipFeatures, blocks: tuple[int, ...]
+    ) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Mask logits and attention biases after each block of ``blocks`` (ascending), as
+        ``forward`` returns them for the last."""
         patches = self.vit_model.patch_embed.proj(image)
         b, c, h, w = patches.shape
         grid = (h, w)
@@ -178,12 +188,15 @@ class SideAdapterNetwork(nn.Module):
         x = torch.cat([self.query_embed.expand(b, -1, -1), patches.flatten(2).transpose(1, 2)], 1)
         x = self.vit_model.norm_pre(x + positions)
         x = self._fuse(0, x, clip, grid)
-        blocks = self.vit_model.blocks
-        for index in range(1, self.output_block + 1):
-            x = blocks[index - 1](x)
-            x = self._fuse(index, x, clip, grid)
-            if index < len(blocks) and index < self.output_block:
-                x = x + positions
+        layers = self.vit_model.blocks
         q = self.num_queries
-        pixels = x[:, q:].transpose(1, 2).reshape(b, c, h, w)
-        return self.mask_decoder(x[:, :q], pixels)
+        outputs = []
+        for index in range(1, max(blocks) + 1):
+            x = layers[index - 1](x)
+            x = self._fuse(index, x, clip, grid)
+            if index in blocks:
+                pixels = x[:, q:].transpose(1, 2).reshape(b, c, h, w)
+                outputs.append(self.mask_decoder(x[:, :q], pixels))
+            if index < len(layers) and index < max(blocks):
+                x = x + positions
+        return outputs
