@@ -6,6 +6,9 @@
     nox -s env-<method>      build or sync one method environment from its lock
     nox -s eval-<method> -- --dataset mini-voc [ovss eval options]
     nox -s bench-<method> [-- --images N --model NAME --device cuda]  (methods with a bench)
+    nox -s train-<method> [-- ovss train options]   (methods with a trainer; default a tiny
+                             smoke run: --tiny --dataset mini-voc --max-iter 30)
+    nox -s bench-train-<method> [-- options]  training throughput -> results/bench/train-<m>.json
     nox -s bench-sweep -- --method M [--workers 1 2]   sweep images/min -> results/bench/sweep.json
     nox -s demo [-- --tiny | --image PATH --classes NAME...]   all methods side by side
     nox -s compare -- --dataset mini-voc [--tiny --harmonised --limit N]
@@ -245,12 +248,46 @@ def _bench_session(method: str, module: str):
     return bench
 
 
+def _train_session(method: str):
+    def train(session: nox.Session) -> None:
+        _sync(session, METHODS[method]["project"])
+        args = session.posargs or ["--tiny", "--dataset", "mini-voc", "--max-iter", "30"]
+        _ovss(session, "train", "--method", method, *args)
+
+    train.__doc__ = (
+        f"ovss train --method {method} (default: --tiny --dataset mini-voc --max-iter 30, "
+        f"a smoke run into results/train/{method}-mini-voc)."
+    )
+    return train
+
+
+def _bench_train_session(method: str, module: str):
+    def bench(session: nox.Session) -> None:
+        python = _sync(session, METHODS[method]["project"])
+        args = list(session.posargs)
+        if "--out" not in args:
+            args += ["--out", str(ROOT / "results" / "bench" / f"train-{method}.json")]
+        session.run(str(python), "-m", module, *args, external=True, env=QUIET_ENV)
+
+    bench.__doc__ = (
+        f"{method} training throughput -> results/bench/train-{method}.json "
+        f"(options: python -m {module} --help)."
+    )
+    return bench
+
+
 for _method, _table in METHODS.items():
     nox.session(name=f"env-{_method}")(_env_session(_method))
     nox.session(name=f"eval-{_method}")(_eval_session(_method))
     nox.session(name=f"upgrade-{_method}")(_upgrade_session(_method))
     if _table.get("bench"):
         nox.session(name=f"bench-{_method}")(_bench_session(_method, _table["bench"]))
+    if _table.get("train"):
+        nox.session(name=f"train-{_method}")(_train_session(_method))
+    if _table.get("bench-train"):
+        nox.session(name=f"bench-train-{_method}")(
+            _bench_train_session(_method, _table["bench-train"])
+        )
 
 
 @nox.session

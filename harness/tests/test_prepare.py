@@ -379,7 +379,7 @@ def test_voc_rejects_non_voc_label_values(root, tmp_path):
 # --- COCO-Stuff ---------------------------------------------------------------------------
 
 
-def test_coco_stuff_maps_to_contiguous_171_ids(root, tmp_path):
+def test_coco_stuff_maps_to_contiguous_171_ids(root, tmp_path, capsys):
     raw = tmp_path / "raw"
     # stuffthingmaps value = COCO id - 1: 0 person, 11 unused id 12, 12 stop sign, 181 wood, 255 void, 90 unused id 91
     maps = {
@@ -401,6 +401,39 @@ def test_coco_stuff_maps_to_contiguous_171_ids(root, tmp_path):
     )
     assert names[24:26] == ["backpack", "umbrella"] and names[80] == "banner"
     assert check_dataset("coco-stuff-171", expected=2) == []
+    assert "no train2017 images in --raw: prepared the val split only" in capsys.readouterr().err
+
+
+def test_coco_stuff_train2017_becomes_the_training_split(root, tmp_path):
+    """The 164k layout (images/, annotations/ with mmseg's converted copies beside the maps)."""
+    raw = tmp_path / "raw" / "coco"
+    _jpg(raw / "images/val2017/000000000139.jpg", 0)
+    _png(raw / "annotations/val2017/000000000139.png", np.array([[0, 255]]))
+    train = {"000000000009": np.array([[0, 11], [181, 255]]), "000000000025": np.array([[90, 12]])}
+    for i, (stem, labels) in enumerate(train.items()):
+        _jpg(raw / "images/train2017" / f"{stem}.jpg", i + 1)
+        _png(raw / "annotations/train2017" / f"{stem}.png", labels)
+        _png(raw / "annotations/train2017" / f"{stem}_labelTrainIds.png", labels)
+    result = prepare_dataset("coco-stuff-171", raw.parent, progress=False)
+    assert (result.written, result.notes) == (6, [])
+    coco = get_dataset("coco-stuff-171")
+    assert [s.stem for s in coco.samples()] == ["000000000139"]
+    samples = coco.samples(split="train")
+    assert [s.stem for s in samples] == list(train)
+    assert samples[0].image == root / "coco/train2017/000000000009.jpg"
+    assert samples[0].label == root / "coco/stuffthingmaps_detectron2/train2017/000000000009.png"
+    np.testing.assert_array_equal(read_label_map(samples[0].label), [[0, 255], [170, 255]])
+    np.testing.assert_array_equal(read_label_map(samples[1].label), [[255, 11]])
+    assert prepare_dataset("coco-stuff-171", raw.parent, progress=False).skipped == 6
+
+
+def test_coco_stuff_train2017_without_its_maps_is_one_line(root, tmp_path):
+    raw = tmp_path / "raw"
+    _jpg(raw / "val2017/000000000139.jpg", 0)
+    _png(raw / "stuffthingmaps/val2017/000000000139.png", np.array([[0, 255]]))
+    _jpg(raw / "train2017/000000000009.jpg", 1)
+    with pytest.raises(OvssError, match="COCO-Stuff stuffthingmaps train2017 not found"):
+        prepare_dataset("coco-stuff-171", raw, progress=False)
 
 
 # --- check --------------------------------------------------------------------------------

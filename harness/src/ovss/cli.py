@@ -16,6 +16,7 @@ from typing import Any
 
 from ovss import reproduce as reproduce_command
 from ovss import sweep as sweep_command
+from ovss import train as train_command
 from ovss import visualize as visualize_command
 from ovss.compare import CompareSettings, run_compare
 from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_dataset
@@ -441,13 +442,18 @@ def _metrics(args: argparse.Namespace) -> int:
 def _datasets(args: argparse.Namespace) -> int:
     if args.action == "list":
         for dataset in all_datasets().values():
-            present = (dataset.root_path() / dataset.labels).is_dir()
-            state = "present" if present else "missing"
-            print(f"{dataset.name:16s} {state:8s} {dataset.root_path()}")
+            states = []
+            for split in dataset.splits:
+                part = dataset.part(split)
+                present = (part.root_path() / part.labels).is_dir()
+                states.append(f"{split} {'present' if present else 'missing'}")
+            print(f"{dataset.name:16s} {', '.join(states):30s} {dataset.root_path()}")
     elif args.action == "prepare":
         result = prepare_dataset(args.name, args.raw, split=args.split)
         done = f"{result.written} files written, {result.skipped} already there"
         print(f"{args.name}: {done} -> {result.root}")
+        for note in result.notes:
+            print(f"ovss: {args.name}: {note}", file=sys.stderr)
     elif args.action == "check":
         problems = check_dataset(args.name, expected=args.expected, progress=True)
         for line in problems:
@@ -535,6 +541,7 @@ COMMANDS = (
         reproduce_command.command,
     ),
     Command("sweep", sweep_command.HELP, sweep_command.add_arguments, sweep_command.command),
+    Command("train", train_command.HELP, train_command.add_arguments, train_command.command),
     Command(
         "visualize",
         visualize_command.HELP,

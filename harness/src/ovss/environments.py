@@ -9,11 +9,14 @@ declares the method and every fact about it the harness needs, in one table::
     prepare = ["detectron2"]           # optional: steps that must run before the lock can sync
     models = "ovss_san.models"         # optional: the module whose MODELS is its model registry
     bench = "ovss_san.bench"           # optional: the benchmark module (nox -s bench-<name>)
+    train = "ovss_san.training"        # optional: the trainer module (ovss train, nox -s train-<name>)
+    bench-train = "ovss_san.training.bench"  # optional: its benchmark (nox -s bench-train-<name>)
     targets = "reproduce.toml"         # optional: the published numbers ovss reproduce re-measures
     harmonised-options = {}            # optional: load options of the harmonised protocol
 
     [tool.ovss.method.tiny]            # optional: the golden tiny fixture, per pipeline
     eval = ["tests/golden/config.yaml", "tests/golden/checkpoint.pth"]
+    train = ["tests/golden/config_train.yaml", "tests/golden/checkpoint.pth"]  # ovss train --tiny
 
     [tool.ovss.method.label-spaces]    # optional: dataset -> the label space the original
     mini-voc = "voc-20"                #   evaluation scores it in, where it is not the dataset's
@@ -46,6 +49,8 @@ from ovss_common import detectron2_compat
 from ovss_common.downloads import DownloadError
 
 PIPELINES = ("eval", "demo")
+#: What ``[tool.ovss.method.tiny]`` may hold a fixture for: the pipelines and training.
+TINY_ENTRIES = (*PIPELINES, "train")
 
 
 def repo_root() -> Path:
@@ -69,6 +74,8 @@ class MethodPackage:
         harmonised_options: the load options of the harmonised protocol.
         models_module: the module whose ``MODELS`` is the method's model registry, if any.
         bench_module: the module ``nox -s bench-<name>`` runs, if any.
+        train_module: the trainer ``ovss train`` starts (``ovss_common.training``), if any.
+        bench_train_module: the module ``nox -s bench-train-<name>`` runs, if any.
         targets_file: the file of published numbers (project-relative), if any.
     """
 
@@ -84,6 +91,8 @@ class MethodPackage:
     harmonised_options: dict[str, Any] = field(default_factory=dict)
     models_module: str | None = None
     bench_module: str | None = None
+    train_module: str | None = None
+    bench_train_module: str | None = None
     targets_file: str | None = None
 
     @property
@@ -107,10 +116,10 @@ class MethodPackage:
 def _tiny(table: dict[str, Any], pyproject: Path) -> dict[str, tuple[str, str]]:
     tiny = {}
     for pipeline, files in table.get("tiny", {}).items():
-        if pipeline not in PIPELINES or not isinstance(files, list) or len(files) != 2:
+        if pipeline not in TINY_ENTRIES or not isinstance(files, list) or len(files) != 2:
             raise OvssError(
                 f"{pyproject}: [tool.ovss.method.tiny] {pipeline} must be [CONFIG, WEIGHTS] "
-                f"for a pipeline in {', '.join(PIPELINES)}"
+                f"for one of {', '.join(TINY_ENTRIES)}"
             )
         tiny[pipeline] = (str(files[0]), str(files[1]))
     return tiny
@@ -140,6 +149,8 @@ def read_method_package(project: Path) -> MethodPackage | None:
             harmonised_options=dict(table.get("harmonised-options", {})),
             models_module=table.get("models"),
             bench_module=table.get("bench"),
+            train_module=table.get("train"),
+            bench_train_module=table.get("bench-train"),
             targets_file=table.get("targets"),
         )
     except KeyError as exc:
@@ -253,15 +264,30 @@ def ensure_environment(package: MethodPackage) -> Path:
     return package.python
 
 
-def zoo_listing(package: MethodPackage) -> list[dict[str, Any]]:
-    """The method's zoo listing (every weights file, its source, how it is checked, whether it
-    is cached), read in its own environment; empty for a method without a model registry."""
-    if package.models_module is None:
-        return []
+def _models_query(package: MethodPackage, *flags: str) -> list[dict[str, Any]]:
+    """``python -m ovss_common.models <models module> FLAGS`` in the method's environment: one
+    JSON object per line of its output."""
     python = ensure_environment(package)
-    command = [str(python), "-m", "ovss_common.models", package.models_module]
+    command = [str(python), "-m", "ovss_common.models", str(package.models_module), *flags]
     listed = subprocess.run(command, capture_output=True, text=True, env=_uv_environment())
     if listed.returncode != 0:
         last = (listed.stderr.strip().splitlines() or ["no output"])[-1]
         raise OvssError(f"listing the models of {package.name} failed: {last}")
     return [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+
+
+def zoo_listing(package: MethodPackage) -> list[dict[str, Any]]:
+    """The method's zoo listing (every weights file, its source, how it is checked, whether it
+    is cached), read in its own environment; empty for a method without a model registry."""
+    if package.models_module is None:
+        return []
+    return _models_query(package)
+
+
+def registry_models(package: MethodPackage) -> tuple[str, list[str]] | None:
+    """The default model and every model name of the method's registry, read in its own
+    environment; None for a method without a model registry."""
+    if package.models_module is None:
+        return None
+    (names,) = _models_query(package, "--names")
+    return str(names["default"]), [str(name) for name in names["models"]]

@@ -1,9 +1,9 @@
 """The golden tiny fixture of each method package, for ``--tiny`` runs and tests.
 
-A method package declares its fixture in ``[tool.ovss.method.tiny]``: per pipeline, a config
-and weights (a file, or a folder for a method whose weights are several files) relative to
-its project. They run the whole pipeline on any machine in seconds, but their weights are
-untrained: every output made with them says so.
+A method package declares its fixture in ``[tool.ovss.method.tiny]``: per pipeline (and for
+``ovss train --tiny``, under ``train``), a config and weights (a file, or a folder for a method
+whose weights are several files) relative to its project. They run the whole pipeline on any
+machine in seconds, but their weights are untrained: every output made with them says so.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovss.environments import get_method
+from ovss.environments import PIPELINES, get_method
 from ovss.errors import OvssError
 
 
@@ -25,12 +25,19 @@ class TinyFixture:
 
 
 def tiny(method: str, pipeline: str = "eval") -> TinyFixture:
-    """The tiny fixture of ``method`` for ``pipeline`` (the eval one where the package declares
-    no other); OvssError for an unknown method or one without a fixture here."""
+    """The tiny fixture of ``method`` for ``pipeline`` (a segment pipeline falls back on the
+    eval one; ``train`` does not); OvssError for an unknown method or one without a fixture."""
     package = get_method(method)
-    files = package.tiny.get(pipeline) or package.tiny.get("eval")
-    if files is None:
-        raise OvssError(f"method {method!r} declares no tiny fixture ([tool.ovss.method.tiny])")
+    files = package.tiny.get(pipeline)
+    if pipeline in PIPELINES:
+        files = files or package.tiny.get("eval")
+        if files is None:
+            raise OvssError(f"method {method!r} declares no tiny fixture ([tool.ovss.method.tiny])")
+    elif files is None:
+        raise OvssError(
+            f"method {method!r} declares no tiny {pipeline} fixture "
+            f"([tool.ovss.method.tiny] {pipeline})"
+        )
     config, weights = (package.project / part for part in files)
     for path in (config, weights):
         if not path.exists():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from ovss_common.models import ModelEntry, ModelRegistry, resolve_model
+from ovss_common.models import ModelEntry, ModelRegistry, main, resolve_model
 from ovss_common.protocol import LoadRequest, WorkerError
 from ovss_common.zoo import WeightsEntry
 
@@ -107,3 +110,16 @@ def test_the_zoo_listing_shows_every_file_once_with_its_check(registry):
     assert listed[0]["models"] == ["small"] and listed[-1]["models"] == []
     assert not any(row["cached"] for row in listed)
     assert listed[-1]["digest"].startswith("trust on first use")
+
+
+def test_main_lists_the_files_or_the_model_names(registry, monkeypatch, capsys):
+    module = types.ModuleType("registry_under_test")
+    module.MODELS = registry
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert main([module.__name__, "--names"]) == 0
+    names = json.loads(capsys.readouterr().out)
+    assert names == {"default": "small", "models": ["small", "big", "pair"]}
+    assert main([module.__name__]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["name"] for row in rows] == ["small-w.pth", "big-w.pth", "pair-a.pth", "pair-b.pth"]
+    assert main([module.__name__, "--other"]) == 2

@@ -3,6 +3,8 @@
 from ovss.datasets.label_spaces import LabelSpace, get_label_space, label_spaces
 from ovss.datasets.mini_voc import build_mini_voc
 from ovss.datasets.registry import (
+    EVAL_SPLIT,
+    TRAIN_SPLIT,
     Dataset,
     Sample,
     all_datasets,
@@ -12,6 +14,8 @@ from ovss.datasets.registry import (
 )
 
 __all__ = [
+    "EVAL_SPLIT",
+    "TRAIN_SPLIT",
     "Dataset",
     "LabelSpace",
     "Sample",

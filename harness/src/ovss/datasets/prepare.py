@@ -21,7 +21,8 @@ scripts (MendelXu/SAN at e19262d1: ``datasets/prepare_*.py``; facebookresearch/o
 - ``voc-20`` / ``voc-21``: the raw VOC2012 ``SegmentationClass`` PNGs are used as they are (both
   views read the same files); the val images, labels and split file are linked or copied.
 - ``coco-stuff-171``: ``stuffthingmaps_trainval2017/val2017/*.png`` (COCO id − 1, 0..181, 255 =
-  unlabeled) → the contiguous 0..170 index of the 171 used ids, unused ids and 255 → 255.
+  unlabeled) → the contiguous 0..170 index of the 171 used ids, unused ids and 255 → 255; the
+  ``train2017`` maps likewise into the training split, when ``train2017`` images are present.
 
 Every output is written to a temporary file and renamed, so a file that exists is complete and a
 second run skips it. ``check_dataset(name)`` compares the image count with the known total and
@@ -35,7 +36,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ovss.datasets.label_spaces import get_label_space
-from ovss.datasets.registry import Dataset, get_dataset
+from ovss.datasets.registry import TRAIN_SPLIT, Dataset, get_dataset
 from ovss.errors import OvssError
 from ovss_common.class_lists import class_file
 from ovss_common.outputs import LabelMapError, read_label_map, write_atomic
@@ -72,12 +73,13 @@ PREPARABLE = (
 
 @dataclass
 class PrepareResult:
-    """What one ``prepare_dataset`` run did."""
+    """What one ``prepare_dataset`` run did, and what it could not (``notes``, one line each)."""
 
     name: str
     root: Path
     written: int = 0
     skipped: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def _progress(label: str, total: int, enabled: bool) -> tqdm:
@@ -427,22 +429,40 @@ def _coco_lut() -> np.ndarray:
     return lut
 
 
-def _prepare_coco(dataset: Dataset, raw: Path, result: PrepareResult, progress: bool) -> None:
-    base = _find(raw, ("coco", ""), "coco")
-    images = _find(base, ("val2017",), "COCO val2017 images")
+def _coco_jobs(dataset: Dataset, base: Path, folder: str) -> list[tuple[Path, Path]]:
+    """The jobs of one COCO split (``val2017`` or ``train2017``) into ``dataset``'s folders."""
+    images = _find(base, (folder, f"images/{folder}"), f"COCO {folder} images")
     maps = _find(
         base,
-        ("stuffthingmaps_trainval2017/val2017", "stuffthingmaps/val2017"),
-        "COCO-Stuff stuffthingmaps val2017",
+        (
+            f"stuffthingmaps_trainval2017/{folder}",
+            f"stuffthingmaps/{folder}",
+            f"annotations/{folder}",
+        ),
+        f"COCO-Stuff stuffthingmaps {folder}",
     )
-    root = dataset.root_path()
-    lut = _coco_lut()
     jobs = []
     for label in sorted(maps.glob("*.png")):
+        if label.stem.endswith("_labelTrainIds"):
+            continue  # mmseg's converted copies beside the raw maps in annotations/<split>
         jobs += _sample_jobs(dataset, _image_for(images, label.stem), label, label.stem)
+    return jobs
+
+
+def _prepare_coco(dataset: Dataset, raw: Path, result: PrepareResult, progress: bool) -> None:
+    base = _find(raw, ("coco", ""), "coco")
+    jobs = _coco_jobs(dataset, base, "val2017")
+    label_folders = {dataset.root_path() / dataset.labels}
+    if any((base / folder).is_dir() for folder in ("train2017", "images/train2017")):
+        train = dataset.part(TRAIN_SPLIT)
+        jobs += _coco_jobs(train, base, "train2017")
+        label_folders.add(train.root_path() / train.labels)
+    else:
+        result.notes.append("no train2017 images in --raw: prepared the val split only")
+    lut = _coco_lut()
 
     def convert(source: Path, target: Path) -> None:
-        if target.parent == root / dataset.labels:
+        if target.parent in label_folders:
             values = read_label_map(source)
             if values.max(initial=0) > 255:
                 raise OvssError(f"{source}: values above 255 are not stuffthingmaps ids")

@@ -5,12 +5,17 @@ Every dataset has one canonical layout under ``$DETECTRON2_DATASETS`` (default
 when the layout has one (raw VOC), else the stems of the label files; each stem's image is
 looked up with the dataset's image suffixes.
 
+A dataset's samples are its evaluation split (``val``): what ``ovss eval`` scores. A dataset
+whose layout also holds a training split (``train``, e.g. COCO-Stuff's ``train2017``) names its
+folders in ``Dataset.train``; ``ovss train`` reads it with ``samples(split="train")``.
+
 Users add their own datasets with ``ovss datasets register`` (kept in
 ``$OVSS_CONFIG_DIR/datasets.json``, default ``~/.config/ovss``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -35,6 +40,20 @@ class Sample:
     label: Path
 
 
+#: The split every dataset has: the one ``ovss eval`` scores (a user dataset's only one).
+EVAL_SPLIT = "val"
+#: The split a dataset with ``Dataset.train`` trains on.
+TRAIN_SPLIT = "train"
+
+
+@dataclass(frozen=True)
+class TrainSplit:
+    """The training split of a dataset: its image and label folders relative to the root."""
+
+    images: str
+    labels: str
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A dataset's layout and label space.
@@ -51,6 +70,7 @@ class Dataset:
         image_suffixes: suffixes tried, in order, for each stem's image.
         prepare: how to obtain the files, quoted when they are missing.
         custom_space: the label space of a user dataset (instead of a built-in name).
+        train: the training split's folders, when the layout has one.
     """
 
     name: str
@@ -63,6 +83,24 @@ class Dataset:
     split: str | None = None
     image_suffixes: tuple[str, ...] = (".jpg", ".png", ".jpeg")
     custom_space: LabelSpace | None = None
+    train: TrainSplit | None = None
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this dataset has: ``val``, and ``train`` where its layout holds one."""
+        return (EVAL_SPLIT, TRAIN_SPLIT) if self.train is not None else (EVAL_SPLIT,)
+
+    def part(self, split: str) -> Dataset:
+        """This dataset with ``split``'s folders as its images and labels."""
+        if split == EVAL_SPLIT:
+            return self
+        if split == TRAIN_SPLIT and self.train is not None:
+            return dataclasses.replace(
+                self, images=self.train.images, labels=self.train.labels, split=None, train=None
+            )
+        raise OvssError(
+            f"dataset {self.name} has no {split!r} split (it has: {', '.join(self.splits)})"
+        )
 
     def root_path(self) -> Path:
         root = Path(self.root).expanduser()
@@ -95,8 +133,11 @@ class Dataset:
             raise self._missing(labels)
         return sorted(p.stem for p in labels.glob(f"*{self.label_suffix}"))
 
-    def samples(self, limit: int | None = None) -> list[Sample]:
-        """The evaluation samples in stem order; every file is checked to exist."""
+    def samples(self, limit: int | None = None, split: str = EVAL_SPLIT) -> list[Sample]:
+        """The samples of ``split`` (default: the evaluation split) in stem order; every file
+        is checked to exist."""
+        if split != EVAL_SPLIT:
+            return self.part(split).samples(limit)
         root = self.root_path()
         for folder in (root / self.images, root / self.labels):
             if not folder.is_dir():
@@ -203,9 +244,10 @@ BUILTIN_DATASETS: tuple[Dataset, ...] = (
         label_suffix=".png",
         label_space="coco-stuff-171",
         prepare=(
-            "extract val2017 and stuffthingmaps_trainval2017 into one folder and run "
-            "'ovss datasets prepare coco-stuff-171 --raw DIR'"
+            "extract val2017 (and train2017 to train) and stuffthingmaps_trainval2017 into one "
+            "folder and run 'ovss datasets prepare coco-stuff-171 --raw DIR'"
         ),
+        train=TrainSplit(images="train2017", labels="stuffthingmaps_detectron2/train2017"),
     ),
     Dataset(
         name="mini-voc",

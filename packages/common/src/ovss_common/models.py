@@ -172,10 +172,17 @@ def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedMode
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ovss_common.models MODULE``: the zoo listing of ``MODULE.MODELS`` as one JSON
-    object per line (the harness runs it in each method's environment)."""
-    (module,) = sys.argv[1:] if argv is None else argv
+    """``python -m ovss_common.models MODULE [--names]``: the zoo listing of ``MODULE.MODELS`` as
+    one JSON object per line (the harness runs it in each method's environment); with
+    ``--names``, one object: the registry's ``default`` and the names of its ``models``."""
+    module, *flags = sys.argv[1:] if argv is None else argv
+    if flags not in ([], ["--names"]):
+        print("usage: python -m ovss_common.models MODULE [--names]", file=sys.stderr)
+        return 2
     registry: ModelRegistry = importlib.import_module(module).MODELS
+    if flags:
+        print(json.dumps({"default": registry.default, "models": list(registry.models)}))
+        return 0
     for row in registry.listing():
         print(json.dumps(row, ensure_ascii=False))
     return 0

@@ -1,1 +1,1 @@
-"""A toy method that exercises the worker protocol without a model."""
+"""A toy method that exercises the worker protocol and the training contract without a model."""
