@@ -52,6 +52,7 @@ from ovss.fixtures import tiny as tiny_fixture
 from ovss.worker import worker_environment
 from ovss_common.training import (
     ERROR_FILE,
+    ERRORS_TO_FILE_ENV,
     REQUEST_FILE,
     Evaluation,
     TrainingData,
@@ -541,6 +542,7 @@ def run_training(settings: TrainSettings) -> Path:
         package.python, str(package.train_module), out / REQUEST_FILE, settings.dist
     )
     env = worker_environment()
+    env[ERRORS_TO_FILE_ENV] = "1"
     if settings.threads is not None:
         env["OMP_NUM_THREADS"] = str(settings.threads)
     filtered = not settings.dist.single

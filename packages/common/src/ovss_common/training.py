@@ -10,7 +10,9 @@ directly for one process, or under ``python -m torch.distributed.run`` for sever
 trainer writes into ``RUN`` only: ``metrics.jsonl`` (one JSON object per logged iteration, at
 least ``iteration``, ``lr`` and ``total_loss``), TensorBoard event files, checkpoints
 (``model_<iteration>.pth``, ``model_final.pth``, ``last_checkpoint``) and, when it stops on an
-error, ``error.json`` (``{"message": one line}``), which the harness prints.
+error, ``error.json`` (``{"message": one line}``; the first process to fail writes it), which
+the harness prints. With ``OVSS_TRAIN_ERRORS_TO_FILE=1`` in its environment (the harness sets
+it) a trainer writes its error to that file only, so that the user reads it once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ TRAIN_PROTOCOL_VERSION = 1
 REQUEST_FILE = "train_request.json"
 ERROR_FILE = "error.json"
 METRICS_FILE = "metrics.jsonl"
+#: Set (to 1) by a launcher that prints ``error.json`` itself.
+ERRORS_TO_FILE_ENV = "OVSS_TRAIN_ERRORS_TO_FILE"
 #: Placeholders an evaluation command may hold, filled in by the trainer.
 EVAL_PLACEHOLDERS = ("{config}", "{weights}", "{out}")
 
@@ -140,6 +144,17 @@ class TrainRequest:
         if not isinstance(data, dict):
             raise TrainRequestError(f"training request {path}: not a JSON object")
         return cls.from_dict(data)
+
+
+def write_error(folder: Path, message: str) -> bool:
+    """Leave ``message`` in ``folder/error.json`` unless another process already has (the
+    first failure is the cause); returns whether this call wrote it."""
+    try:
+        with (Path(folder) / ERROR_FILE).open("x", encoding="utf-8") as stream:
+            stream.write(json.dumps({"message": message}) + "\n")
+    except FileExistsError:
+        return False
+    return True
 
 
 def read_error(folder: Path) -> str | None:
