@@ -82,6 +82,9 @@ class AddFusion(nn.Module):
         self.input_proj = nn.Sequential(
             ChannelLayerNorm(clip_channels), nn.Conv2d(clip_channels, side_channels, 1)
         )
+        # The original's initialisation of the projection (Caffe2's "Xavier" fill).
+        nn.init.kaiming_uniform_(self.input_proj[1].weight, a=1)
+        nn.init.zeros_(self.input_proj[1].bias)
 
     def forward(
         self, tokens: torch.Tensor, clip_map: torch.Tensor, grid: tuple[int, int]
@@ -133,8 +136,10 @@ class SideAdapterNetwork(nn.Module):
         super().__init__()
         width = vit_model.embed_dim
         self.vit_model = vit_model
-        self.query_embed = nn.Parameter(torch.zeros(1, num_queries, width))
-        self.query_pos_embed = nn.Parameter(torch.zeros(1, num_queries, width))
+        self.query_embed = nn.Parameter(torch.empty(1, num_queries, width))
+        self.query_pos_embed = nn.Parameter(torch.empty(1, num_queries, width))
+        nn.init.normal_(self.query_embed, std=0.02)
+        nn.init.normal_(self.query_pos_embed, std=0.02)
         self.fusion_layers = fusion_layers
         self.mask_decoder = mask_decoder
         self.fusion_map = dict(fusion_map)
