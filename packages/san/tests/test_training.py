@@ -271,3 +271,31 @@ def test_the_tiny_model_overfits_two_images(tmp_path, samples):
     after = _miou(*trained, samples, classes)
     assert after > before + 0.15, (before, after)
     assert not (out / ERROR_FILE).exists()
+
+
+def test_out_of_memory_names_the_batch_that_fits(tmp_path, samples, monkeypatch):
+    """A step that does not fit is retried with fewer images to say which batch does."""
+    backward = TrainingStep.backward
+
+    def limited(step, batch, points):
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return backward(step, batch, points)
+
+    monkeypatch.setattr(TrainingStep, "backward", limited)
+    out = tmp_path / "run"
+    assert _train(_request(out, samples, max_iter=2)) == 1
+    assert read_error(out) == (
+        "out of memory on cpu with 2 images per process; 1 per process fits: pass --batch-size 1"
+    )
+
+
+def test_a_partial_checkpoint_left_by_a_kill_does_not_stop_a_resume(tmp_path, samples):
+    out = tmp_path / "run"
+    settings = {"max_iter": 3, "checkpoint_period": 1}
+    assert _train(_request(out, samples, **settings)) == 0
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    (out / ".model_final.pth.partial").write_bytes(b"cut short")
+    assert _train(_request(out, samples, resume=True, **settings)) == 0
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    assert [line["iteration"] for line in _metrics(out)] == [1, 2, 3, 3]

@@ -17,6 +17,7 @@ import yaml
 
 from ovss_common.checkpoints import CheckpointError
 from ovss_common.images import ImageError
+from ovss_common.protocol import WorkerError
 from ovss_common.quiet import QUIET_ENV
 from ovss_common.training import (
     ERRORS_TO_FILE_ENV,
@@ -34,6 +35,7 @@ EXPECTED = (
     CheckpointError,
     ImageError,
     WeightsError,
+    WorkerError,
     KeyError,
     ValueError,
     FileNotFoundError,

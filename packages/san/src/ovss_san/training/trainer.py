@@ -86,7 +86,8 @@ def resolve_config(config: str) -> Path:
 
 
 def resolve_weights(weights: str | None) -> Path | None:
-    """Initial weights: a file, or a SAN model name (fetched through the zoo)."""
+    """Initial weights: a file, or a SAN model name (fetched through the zoo); None trains from
+    OpenAI's CLIP as the recipe does."""
     if weights is None:
         return None
     if weights in MODELS.models:
@@ -201,6 +202,7 @@ class Trainer:
         if request.threads:
             torch.set_num_threads(request.threads)
         self.source = resolve_config(request.config)
+        torch.manual_seed(request.seed)
         try:
             model, cfg = load_san(
                 self.source,
@@ -210,6 +212,10 @@ class Trainer:
             )
         except (KeyError, AssertionError) as exc:
             raise TrainingError(config_message(exc, self.source)) from None
+        if request.weights is None:
+            from ovss_san.training.clip_init import initialise_from_openai
+
+            initialise_from_openai(model, cfg)
         self.cfg = cfg
         self.config_text = cfg.dump()
         wrap = None
