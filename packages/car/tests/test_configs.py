@@ -148,9 +148,12 @@ def test_the_model_option_names_a_shipped_config(tmp_path, monkeypatch):
 def test_every_shipped_config_is_a_model_with_the_clips_it_names(name):
     from ovss_car.config import load_config
     from ovss_car.models import MODELS
-    from ovss_car.zoo import WEIGHTS
+    from ovss_common.openai_clip import OPENAI_CLIPS
 
     entry = MODELS.entry(name)
     config = load_config(entry.config)
     assert entry.config == CONFIGS / f"{name}.yaml"
-    assert entry.weights == (WEIGHTS[config.cam_checkpoint], WEIGHTS[config.semantic_checkpoint])
+    assert entry.weights == (
+        OPENAI_CLIPS[config.cam_checkpoint],
+        OPENAI_CLIPS[config.semantic_checkpoint],
+    )

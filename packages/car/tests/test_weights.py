@@ -1,4 +1,5 @@
-"""OpenAI-format CLIP weights: OpenAI's TorchScript archives, bare state dicts and open_clip
+"""OpenAI-format CLIP weights (``ovss_common.openai_clip``, tested here because it needs torch
+and the openai-clip package): OpenAI's TorchScript archives, bare state dicts and open_clip
 mirrors all load; the zoo pins the SHA-256 OpenAI publishes."""
 
 from __future__ import annotations
@@ -8,8 +9,14 @@ import torch
 from conftest import GOLDEN
 
 from ovss_car.clip_model import load_clip
-from ovss_car.zoo import MIRRORS, SAM_WEIGHTS, WEIGHTS, is_torchscript_archive, openai_state_dict
+from ovss_car.zoo import SAM_WEIGHTS
 from ovss_common.checkpoints import CheckpointError, read_state_dict
+from ovss_common.openai_clip import (
+    OPENAI_CLIP_MIRRORS,
+    OPENAI_CLIPS,
+    is_torchscript_archive,
+    openai_state_dict,
+)
 
 
 def test_open_clip_layout_of_an_openai_model_converts(tmp_path):
@@ -76,29 +83,25 @@ def test_openai_torchscript_archive_loads_with_jit(tmp_path):
 def test_clip_entries_pin_the_sha256_openai_publishes():
     from clip.clip import _MODELS
 
-    assert set(WEIGHTS) == {"ViT-B/16", "ViT-L/14"}
-    for name, entry in WEIGHTS.items():
+    assert set(OPENAI_CLIPS) == {"ViT-B/16", "ViT-L/14", "ViT-L/14@336px"} <= set(_MODELS)
+    for name, entry in OPENAI_CLIPS.items():
         published = _MODELS[name]
         assert entry.url == published
         assert entry.sha256 == published.split("/")[-2]
-        assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0
+        assert entry.filename == published.split("/")[-1]
         assert entry.digest_status.startswith("sha256 pinned")
-    for mirror in MIRRORS.values():
+    for mirror in OPENAI_CLIP_MIRRORS.values():
         assert mirror.sha256 is None and mirror.digest_status.startswith("trust on first use")
     assert all(entry.digest_status.startswith("md5 prefix") for entry in SAM_WEIGHTS.values())
 
 
-def test_a_placed_file_with_another_digest_is_refused(tmp_path, monkeypatch):
-    from ovss_car.zoo import released_clip
-    from ovss_common.protocol import WorkerError
+def test_the_registry_lists_the_clips_its_configs_name_and_their_mirrors():
+    from ovss_car.models import MODELS
 
-    monkeypatch.setenv("OVSS_OFFLINE", "1")
-    monkeypatch.setenv("OVSS_CACHE_DIR", str(tmp_path))
-    entry = WEIGHTS["ViT-B/16"]
-    entry.path.parent.mkdir(parents=True)
-    entry.path.write_bytes(b"not the released file")
-    with pytest.raises(WorkerError, match="differs from the pinned"):
-        released_clip("ViT-B/16")
-    mirror = MIRRORS["ViT-B/16"]
-    torch.save(torch.load(GOLDEN / "cam_clip.pth", weights_only=True), mirror.path)
-    assert released_clip("ViT-B/16") == str(mirror.path)
+    files = MODELS.weights_entries()
+    clips = {"ViT-B/16", "ViT-L/14"}
+    assert clips | {f"{name} (mirror)" for name in clips} <= set(files)
+    assert "ViT-L/14@336px" not in files and "ViT-L/14@336px (mirror)" not in files
+    rows = {row["name"]: row for row in MODELS.listing()}
+    assert rows["ViT-B/16"]["method"] == "car" and "voc" in rows["ViT-B/16"]["models"]
+    assert rows["ViT-B/16"]["path"].endswith("weights/openai-clip/ViT-B-16.pt")

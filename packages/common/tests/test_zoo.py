@@ -108,3 +108,22 @@ def test_missing_on_the_server_is_one_line(server):
     with pytest.raises(WeightsError, match="cannot download") as info:
         zoo.fetch(entry)
     assert "\n" not in str(info.value) and not entry.path.exists()
+
+
+def test_a_copy_in_an_earlier_cache_folder_is_moved_into_place(server, cache):
+    _, base, requests = server
+    entry = _entry(base, moved_from=("old",))
+    earlier = cache / "weights" / "old" / "toy.pth"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"cached before")
+    earlier.with_name("toy.pth.sha256").write_text(
+        f"{hashlib.sha256(b'cached before').hexdigest()}  toy.pth\n"
+    )
+    assert zoo.fetch(entry) == entry.path and entry.path.read_bytes() == b"cached before"
+    assert not earlier.exists() and entry.recorded_sha256_path.is_file()
+    assert requests == [], "nothing is downloaded"
+    earlier.write_bytes(b"another copy")
+    assert not zoo.adopt_earlier_copy(entry), "a file in place is never replaced"
+    entry.path.unlink()
+    with pytest.raises(WeightsError, match="differs from the recorded"):
+        zoo.fetch(entry)

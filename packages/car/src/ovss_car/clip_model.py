@@ -27,7 +27,7 @@ CONTEXT_LENGTH = 77
 def load_clip(path: str | Path) -> CLIP:
     """An OpenAI-format CLIP checkpoint (bare state dict, fp16 or fp32; or an open_clip
     checkpoint of an OpenAI model) as an fp32 eval model."""
-    from ovss_car.zoo import openai_state_dict
+    from ovss_common.openai_clip import openai_state_dict
 
     state = openai_state_dict(path)
     try:

@@ -4,7 +4,9 @@ An entry names a file, where to get it, and what it must hash to. Where the publ
 gives no checksum (SAN's files on Hugging Face, the OpenAI CLIP mirrors), the SHA-256 is
 recorded on first download (``<file>.sha256`` beside it) and every later use is verified
 against it; a pinned ``sha256`` or an ``md5_prefix`` (OVSeg's release notes) is checked
-before the file is moved into place. Files live in ``<cache dir>/weights/<method>/``.
+before the file is moved into place. Files live in ``<cache dir>/weights/<method>/``; an
+entry whose sub-folder changed names the earlier ones (``moved_from``), and a copy found there
+is moved into place on first use (then verified like any cached file).
 
 With ``OVSS_OFFLINE=1`` nothing is downloaded: a missing file is a one-line error naming
 the URL and the path to put it at.
@@ -13,8 +15,9 @@ the URL and the path to put it at.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovss_common.downloads import DownloadError, download, offline
@@ -38,6 +41,7 @@ class WeightsEntry:
         sha256: the pinned SHA-256, when known here.
         md5_prefix: a prefix of the MD5 the publisher states, when any.
         config: the method config file it goes with (method-specific, informative).
+        moved_from: cache sub-folders earlier versions kept this file in.
     """
 
     name: str
@@ -47,6 +51,7 @@ class WeightsEntry:
     sha256: str | None = None
     md5_prefix: str | None = None
     config: str | None = None
+    moved_from: tuple[str, ...] = ()
 
     @property
     def digest_status(self) -> str:
@@ -113,8 +118,29 @@ def verify(entry: WeightsEntry, path: Path | None = None) -> str:
     return actual
 
 
+def adopt_earlier_copy(entry: WeightsEntry) -> bool:
+    """Move a copy of ``entry`` cached in one of its ``moved_from`` sub-folders (and its
+    recorded SHA-256) into ``entry.path``, when nothing is there yet; whether it moved one.
+    The file is verified when it is used, as any cached file is."""
+    if entry.path.exists():
+        return False
+    for folder in entry.moved_from:
+        earlier = replace(entry, method=folder, moved_from=())
+        if not earlier.path.is_file():
+            continue
+        entry.path.parent.mkdir(parents=True, exist_ok=True)
+        if earlier.recorded_sha256_path.is_file() and not entry.recorded_sha256_path.exists():
+            os.replace(earlier.recorded_sha256_path, entry.recorded_sha256_path)
+        os.replace(earlier.path, entry.path)
+        print(f"ovss: moved {earlier.path} to {entry.path}", file=sys.stderr, flush=True)
+        return True
+    return False
+
+
 def fetch(entry: WeightsEntry) -> Path:
-    """The verified local path of ``entry``, downloading it on first use."""
+    """The verified local path of ``entry``, downloading it on first use (a copy in an
+    earlier cache sub-folder is moved into place instead)."""
+    adopt_earlier_copy(entry)
     path = entry.path
     if path.is_file():
         verify(entry)
