@@ -3,6 +3,7 @@ processes, learning, and the one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -299,3 +300,11 @@ def test_a_partial_checkpoint_left_by_a_kill_does_not_stop_a_resume(tmp_path, sa
     assert _train(_request(out, samples, resume=True, **settings)) == 0
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert [line["iteration"] for line in _metrics(out)] == [1, 2, 3, 3]
+
+
+def test_without_weights_the_recipe_needs_openais_clip(tmp_path, samples):
+    """The tiny CLIP is not one of OpenAI's, so training it from the recipe's start is refused."""
+    out = tmp_path / "run"
+    request = dataclasses.replace(_request(out, samples, max_iter=1), weights=None)
+    assert _train(request) == 1
+    assert "no initial weights" in read_error(out) and "pass --weights" in read_error(out)

@@ -25,6 +25,7 @@ from ovss_san.build import load_san
 from ovss_san.clip import open_clip_name
 from ovss_san.models import MODELS
 from ovss_san.training.checkpointing import resume, save_checkpoint
+from ovss_san.training.clip_init import initialise_from_openai
 from ovss_san.training.data import StreamSampler, TrainingSet, derived_seed, stream
 from ovss_san.training.mapper import MapperConfig, SemanticTrainMapper
 from ovss_san.training.points import SeededPoints
@@ -213,8 +214,6 @@ class Trainer:
         except (KeyError, AssertionError) as exc:
             raise TrainingError(config_message(exc, self.source)) from None
         if request.weights is None:
-            from ovss_san.training.clip_init import initialise_from_openai
-
             initialise_from_openai(model, cfg)
         self.cfg = cfg
         self.config_text = cfg.dump()
