@@ -61,6 +61,11 @@ def save_checkpoint(folder: Path, training: TrainingStep, iteration: int, config
     return path
 
 
+def has_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` names a last checkpoint to resume from."""
+    return (folder / LAST_CHECKPOINT).is_file()
+
+
 @dataclass
 class Resumed:
     """Where a resumed run continues: the checkpoint file and its completed iterations."""
@@ -72,9 +77,9 @@ class Resumed:
 def resume(folder: Path, training: TrainingStep, config: str) -> Resumed | None:
     """Restore the model, optimiser, schedule and scaler from the run's last checkpoint
     (None when the folder has none). A checkpoint made with another config is refused."""
-    marker = folder / LAST_CHECKPOINT
-    if not marker.is_file():
+    if not has_checkpoint(folder):
         return None
+    marker = folder / LAST_CHECKPOINT
     path = folder / marker.read_text(encoding="utf-8").strip()
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode
 from torch import distributed as dist
@@ -24,7 +25,7 @@ from ovss_common.zoo import fetch
 from ovss_san.build import load_san
 from ovss_san.clip import open_clip_name
 from ovss_san.models import MODELS
-from ovss_san.training.checkpointing import resume, save_checkpoint
+from ovss_san.training.checkpointing import has_checkpoint, resume, save_checkpoint
 from ovss_san.training.clip_init import initialise_from_openai
 from ovss_san.training.data import StreamSampler, TrainingSet, derived_seed, stream
 from ovss_san.training.mapper import MapperConfig, SemanticTrainMapper
@@ -213,7 +214,7 @@ class Trainer:
             )
         except (KeyError, AssertionError) as exc:
             raise TrainingError(config_message(exc, self.source)) from None
-        if request.weights is None:
+        if request.weights is None and not (request.resume and has_checkpoint(self.out)):
             initialise_from_openai(model, cfg)
         self.cfg = cfg
         self.config_text = cfg.dump()
@@ -296,15 +297,56 @@ class Trainer:
                 zip(EVAL_PLACEHOLDERS, (str(config), str(weights), str(out)), strict=True)
             )
             argv = [values.get(arg, arg) for arg in evaluation.command[dataset]]
-            done = subprocess.run(argv, capture_output=True, text=True)
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True)
+                lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+            except OSError as exc:
+                done, lines = None, [str(exc)]
             metrics = out / "metrics.json"
-            if done.returncode == 0 and metrics.is_file():
+            if done is not None and done.returncode == 0 and metrics.is_file():
                 results[f"eval/{dataset}/mIoU"] = float(json.loads(metrics.read_text())["mIoU"])
             else:
-                lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
                 tqdm.write(f"evaluation on {dataset} at iteration {iteration} failed: {lines[-1]}")
                 results[f"eval/{dataset}/failed"] = 1.0
         self.log.write(iteration, results)
+
+    def total_loss(self, result: StepResult, iteration: int) -> float:
+        """The total loss averaged over the processes; a loss that is not finite on any
+        process stops every process."""
+        total = result.total.detach().reshape(1).double()
+        if self.processes.world_size > 1:
+            dist.all_reduce(total)
+            total /= self.processes.world_size
+        value = float(total)
+        if not np.isfinite(value):
+            raise TrainingError(
+                f"the loss became {value} at iteration {iteration}; "
+                "lower SOLVER.BASE_LR or check the labels"
+            )
+        return value
+
+    def record(
+        self,
+        iteration: int,
+        result: StepResult,
+        norm: float | None,
+        data_time: float,
+        per_iteration: float,
+    ) -> None:
+        """One line of metrics: the weighted loss terms and their total averaged over the
+        processes, the learning rate, the gradient norm and the timing."""
+        values = {k: float(v.detach()) for k, v in result.weighted.items()}
+        values["total_loss"] = float(result.total)
+        values = averaged(values, self.processes, self.device)
+        values |= {
+            "lr": result.lr,
+            "data_time": data_time,
+            "time": per_iteration,
+            "eta_seconds": per_iteration * (self.max_iter - iteration),
+        }
+        if norm is not None:
+            values["grad_norm"] = norm
+        self.log.write(iteration, values)
 
     def train(self) -> None:
         """Run from ``start_iter`` to ``SOLVER.MAX_ITER``."""
@@ -330,28 +372,12 @@ class Trainer:
                 data_time = time.perf_counter() - data_start
                 result, norm = self.step(batch)
                 done = iteration == self.max_iter
-                values = {k: float(v.detach()) for k, v in result.weighted.items()}
-                values["total_loss"] = float(result.total)
-                if not torch.isfinite(result.total):
-                    raise TrainingError(
-                        f"the loss became {values['total_loss']} at iteration {iteration}; "
-                        "lower SOLVER.BASE_LR or check the labels"
-                    )
+                total = self.total_loss(result, iteration)
                 progress.update(1)
-                progress.set_postfix(loss=f"{values['total_loss']:.3f}")
+                progress.set_postfix(loss=f"{total:.3f}")
                 if iteration % self.log_period == 0 or done:
-                    values = averaged(values, self.processes, self.device)
-                    elapsed = time.perf_counter() - started
-                    per_iteration = elapsed / (iteration - self.start_iter)
-                    values |= {
-                        "lr": result.lr,
-                        "data_time": data_time,
-                        "time": per_iteration,
-                        "eta_seconds": per_iteration * (self.max_iter - iteration),
-                    }
-                    if norm is not None:
-                        values["grad_norm"] = norm
-                    self.log.write(iteration, values)
+                    per_iteration = (time.perf_counter() - started) / (iteration - self.start_iter)
+                    self.record(iteration, result, norm, data_time, per_iteration)
                 checkpoint = (period and iteration % period == 0) or done
                 evaluate = (eval_period and iteration % eval_period == 0) or done
                 weights = self.save(iteration) if checkpoint or evaluate else None
