@@ -280,3 +280,25 @@ def test_losses_from_the_recorded_outputs_are_exact(recording, trained):
     expected = recording.info["losses"]["s1"]["raw"]
     for term in (*TERMS, *(f"{t}_0" for t in TERMS)):
         np.testing.assert_allclose(float(result.losses[term]), expected[term], rtol=1e-5)
+
+
+def test_the_criterion_takes_half_precision_outputs(recording, trained):
+    """Mixed-precision forwards give bf16/fp16 outputs: the losses are computed in float32 and
+    stay within the precision of the inputs."""
+    criterion = trained["trainer"].criterion
+    names = output_names(2)
+    samples = recording.samples()
+    targets = trained["trainer"].targets(samples, tuple(samples[0].gt_masks.shape[-2:]))
+    expected = recording.info["losses"]["s1"]["raw"]
+    for dtype in (torch.bfloat16, torch.float16):
+        outputs = [
+            MaskPredictions(
+                mask_logits=recording.array(f"s1/outputs/{name}/pred_logits").to(dtype),
+                mask_preds=recording.array(f"s1/outputs/{name}/pred_masks").to(dtype),
+            )
+            for name in reversed(names)
+        ]
+        result = criterion(outputs, targets, ReplayedPoints(recording, "s1", names))
+        for term, value in result.losses.items():
+            assert value.dtype == torch.float32
+            np.testing.assert_allclose(float(value), expected[term], rtol=2e-2)

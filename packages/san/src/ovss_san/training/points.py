@@ -21,9 +21,12 @@ from torch.nn import functional as F
 
 def point_sample(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Bilinear reads of ``values`` ``[N, C, H, W]`` at ``points`` ``[N, P, 2]`` (``(x, y)`` in
-    ``[0, 1]``, pixel centres at ``(i + 0.5) / size``, zero outside) -> ``[N, C, P]``."""
-    grid = 2.0 * points[:, :, None, :] - 1.0
-    return F.grid_sample(values, grid, align_corners=False)[..., 0]
+    ``[0, 1]``, pixel centres at ``(i + 0.5) / size``, zero outside) -> ``[N, C, P]`` float32.
+
+    The reads are made in float32 whatever the inputs' precision, as autocast runs
+    ``grid_sample`` in the original's mixed-precision training."""
+    grid = 2.0 * points[:, :, None, :].float() - 1.0
+    return F.grid_sample(values.float(), grid, align_corners=False)[..., 0]
 
 
 def uncertainty(mask_logits: torch.Tensor) -> torch.Tensor:
