@@ -90,13 +90,16 @@ def _prepare(session: nox.Session, project: Path) -> None:
 
 
 def _sync(session: nox.Session, project: Path) -> Path:
-    """``uv sync --locked`` one project; returns the Python of its environment."""
+    """``uv sync --locked`` one project, with compiled bytecode (these machines set
+    ``PYTHONDONTWRITEBYTECODE``, so nothing is compiled later; imports take half the time with
+    it); returns the Python of its environment."""
     if not (project / "uv.lock").is_file():
         session.error(f"{project.relative_to(ROOT)} has no uv.lock")
     if project.parent == ROOT / "packages" and project != COMMON:
         _prepare(session, project)
     env = {**QUIET_ENV, "VIRTUAL_ENV": None, "UV_PROJECT_ENVIRONMENT": None}
-    session.run(*_uv(), "sync", "--locked", "--project", str(project), external=True, env=env)
+    sync = ["sync", "--locked", "--compile-bytecode", "--project", str(project)]
+    session.run(*_uv(), *sync, external=True, env=env)
     return project / ".venv" / "bin" / "python"
 
 

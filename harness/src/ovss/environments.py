@@ -27,8 +27,9 @@ declares the method and every fact about it the harness needs, in one table::
 The harness finds them under ``<repo>/packages/*`` and in the extra project folders listed
 in ``$OVSS_METHOD_DIRS`` (``os.pathsep``-separated; used by the tests and for a user's own
 method), and names none of them. Each gets its own environment in ``<project>/.venv``, built
-with ``uv sync --locked --project <project>``; the harness only ever runs that environment's
-Python as a subprocess.
+with ``uv sync --locked --compile-bytecode --project <project>`` (compiled bytecode halves the
+imports: nothing compiles it later where ``PYTHONDONTWRITEBYTECODE`` is set); the harness only
+ever runs that environment's Python as a subprocess.
 """
 
 from __future__ import annotations
@@ -256,7 +257,10 @@ def ensure_environment(package: MethodPackage) -> Path:
         file=sys.stderr,
     )
     built = subprocess.run(
-        _sync_command(package), env=_uv_environment(), capture_output=True, text=True
+        _sync_command(package, "--compile-bytecode"),
+        env=_uv_environment(),
+        capture_output=True,
+        text=True,
     )
     if built.returncode != 0:
         last = (built.stderr.strip().splitlines() or ["no output"])[-1]
