@@ -19,6 +19,8 @@ from ovss_common.training import ERROR_FILE, METRICS_FILE, TrainingData, TrainRe
 from ovss_san.build import load_san
 from ovss_san.predictor import SanPredictor
 from ovss_san.training import __main__ as trainer_cli
+from ovss_san.training.data import TrainingSet
+from ovss_san.training.mapper import MapperConfig, SemanticTrainMapper
 from ovss_san.training.step import TrainingStep
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -151,7 +153,7 @@ def test_resuming_with_another_config_is_refused_in_one_line(tmp_path, samples):
     assert _train(_request(out, samples, max_iter=1)) == 0
     assert _train(_request(out, samples, max_iter=2, resume=True)) == 1
     message = read_error(out)
-    assert "another config" in message and "\n" not in message
+    assert "another config (SOLVER.MAX_ITER: 1 -> 2)" in message and "\n" not in message
 
 
 def test_an_unknown_config_key_is_one_line(tmp_path, samples):
@@ -299,7 +301,7 @@ def test_a_partial_checkpoint_left_by_a_kill_does_not_stop_a_resume(tmp_path, sa
     (out / ".model_final.pth.partial").write_bytes(b"cut short")
     assert _train(_request(out, samples, resume=True, **settings)) == 0
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
-    assert [line["iteration"] for line in _metrics(out)] == [1, 2, 3, 3]
+    assert [line["iteration"] for line in _metrics(out)] == [1, 2, 3]
 
 
 def test_without_weights_the_recipe_needs_openais_clip(tmp_path, samples):
@@ -308,3 +310,48 @@ def test_without_weights_the_recipe_needs_openais_clip(tmp_path, samples):
     request = dataclasses.replace(_request(out, samples, max_iter=1), weights=None)
     assert _train(request) == 1
     assert "no initial weights" in read_error(out) and "pass --weights" in read_error(out)
+
+
+def test_a_users_ignore_value_is_not_trained_on(tmp_path):
+    """A registered dataset may mark unlabelled pixels with another value than 255."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    image = np.zeros((320, 320, 3), np.uint8)
+    label = np.zeros((320, 320), np.uint8)
+    label[:, 160:] = 1
+    label[:40] = 7
+    Image.fromarray(image).save(folder / "a.png")
+    Image.fromarray(label).save(folder / "a_label.png")
+    data = TrainingData(
+        name="mine",
+        classes=["road", "car"],
+        samples=[[str(folder / "a.png"), str(folder / "a_label.png")]],
+        ignore_label=7,
+    )
+    cfg = load_san(GOLDEN / "config_train.yaml", None)[1]
+    mapper = SemanticTrainMapper(MapperConfig.from_cfg(cfg))
+    image, label = TrainingSet(data, mapper, 0, 2).read(0)
+    assert set(np.unique(label)) == {0, 1, 255}
+
+
+def test_a_bad_label_read_by_a_loader_worker_is_one_line_naming_it(tmp_path, samples):
+    out = tmp_path / "run"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    request = _request(
+        out,
+        [[samples[0][0], str(broken)]],
+        max_iter=1,
+        overrides=["DATALOADER.NUM_WORKERS", "1"],
+    )
+    assert _train(request) == 1
+    message = read_error(out)
+    assert message.startswith(f"label {broken}: unreadable") and "\n" not in message
+
+
+def test_resuming_with_another_checkpoint_period_is_allowed(tmp_path, samples):
+    out = tmp_path / "run"
+    assert _train(_request(out, samples, max_iter=2, checkpoint_period=1)) == 0
+    (out / "last_checkpoint").write_text("model_0000000.pth")
+    assert _train(_request(out, samples, max_iter=2, checkpoint_period=5, resume=True)) == 0
+    assert [line["iteration"] for line in _metrics(out)] == [1, 2]

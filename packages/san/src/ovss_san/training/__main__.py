@@ -44,8 +44,19 @@ EXPECTED = (
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first line of an error's message; for an error re-raised from a data-loading worker
+    process, the original error's own line."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Caught ") and "Original Traceback" in text:
+        kind = type(exc)
+        for name in (f"{kind.__module__}.{kind.__qualname__}", kind.__qualname__):
+            if lines[-1].startswith(f"{name}: "):
+                return lines[-1].removeprefix(f"{name}: ")
+        return lines[-1]
+    return lines[0]
 
 
 def _report(out: Path | None, message: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ovss_common.checkpoints import CheckpointError
 from ovss_san.training.step import TrainingStep
@@ -50,6 +51,7 @@ def save_checkpoint(folder: Path, training: TrainingStep, iteration: int, config
             "optimizer": training.optimizer.state_dict(),
             "scheduler": training.scheduler.state_dict(),
             "scaler": training.scaler.state_dict(),
+            "amp": training.amp or "none",
             "iteration": iteration,
             "config": config,
         },
@@ -64,6 +66,32 @@ def save_checkpoint(folder: Path, training: TrainingStep, iteration: int, config
 def has_checkpoint(folder: Path) -> bool:
     """Whether ``folder`` names a last checkpoint to resume from."""
     return (folder / LAST_CHECKPOINT).is_file()
+
+
+#: Settings a resumed run may change: they say when to save and evaluate, not how to train.
+RESUMABLE_CHANGES = ("SOLVER.CHECKPOINT_PERIOD", "TEST.EVAL_PERIOD")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def config_difference(saved: str, current: str) -> str | None:
+    """The first config key whose value differs between two config dumps (``RESUMABLE_CHANGES``
+    aside), as ``KEY: saved -> current``; None when they train alike."""
+    try:
+        before, after = _flatten(yaml.safe_load(saved) or {}), _flatten(yaml.safe_load(current))
+    except yaml.YAMLError:
+        return "the checkpoint's config is unreadable"
+    for key in sorted(before.keys() | after.keys()):
+        if key not in RESUMABLE_CHANGES and before.get(key) != after.get(key):
+            return f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+    return None
 
 
 @dataclass
@@ -89,10 +117,17 @@ def resume(folder: Path, training: TrainingStep, config: str) -> Resumed | None:
         raise ResumeError(f"checkpoint {path}: unreadable ({str(exc).splitlines()[0]})") from None
     if not isinstance(payload, dict) or "optimizer" not in payload or "model" not in payload:
         raise ResumeError(f"checkpoint {path}: not a training checkpoint of this trainer")
-    if payload.get("config") != config:
+    difference = config_difference(str(payload.get("config", "")), config)
+    if difference is not None:
         raise ResumeError(
-            f"{folder} was trained with another config; resume it with the same config and "
-            "options, or choose another --out"
+            f"{folder} was trained with another config ({difference}); resume it with the same "
+            "config and options, or choose another --out"
+        )
+    amp = training.amp or "none"
+    if payload.get("amp", "none") != amp:
+        raise ResumeError(
+            f"{folder} was trained with mixed precision {payload.get('amp')!r}, not {amp!r}; "
+            "resume with the same --amp and device"
         )
     state = dict(payload["model"])
     state.pop("criterion.empty_weight", None)
@@ -102,5 +137,6 @@ def resume(folder: Path, training: TrainingStep, config: str) -> Resumed | None:
         raise CheckpointError(f"checkpoint {path}: does not fit the model ({exc})") from None
     training.optimizer.load_state_dict(payload["optimizer"])
     training.scheduler.load_state_dict(payload["scheduler"])
-    training.scaler.load_state_dict(payload["scaler"])
+    if payload["scaler"]:
+        training.scaler.load_state_dict(payload["scaler"])
     return Resumed(path=path, iteration=int(payload["iteration"]))

@@ -46,7 +46,7 @@ def read_label(path: Path, lookup: np.ndarray | None) -> np.ndarray:
             values = np.asarray(image)
     except FileNotFoundError:
         raise DataError(f"label {path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"label {path}: unreadable ({exc})") from None
     if lookup is not None:
         if values.max(initial=0) >= len(lookup):
@@ -73,6 +73,8 @@ class TrainingSet(torch.utils.data.Dataset):
         mapper: SAN's training mapper.
         seed: the run's seed.
         num_classes: labels at or above it (other than the ignore value) are refused.
+
+    The dataset's ignore value becomes the mapper's (``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class TrainingSet(torch.utils.data.Dataset):
         self.seed = seed
         self.num_classes = num_classes
         self.lookup = None if data.label_lookup is None else np.asarray(data.label_lookup)
+        self.ignore = mapper.config.ignore_label
         self._permutations: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -106,12 +109,14 @@ class TrainingSet(torch.utils.data.Dataset):
         except ImageError as exc:
             raise DataError(str(exc)) from None
         label = read_label(label_path, self.lookup)
+        if self.data.ignore_label != self.ignore:
+            label = np.where(label == self.data.ignore_label, self.ignore, label).astype(np.uint8)
         if label.shape != image.shape[:2]:
             raise DataError(
                 f"label {label_path}: {label.shape[1]}x{label.shape[0]} does not match its image "
                 f"{image.shape[1]}x{image.shape[0]}"
             )
-        valid = label[label != self.data.ignore_label]
+        valid = label[label != self.ignore]
         if valid.size and int(valid.max()) >= self.num_classes:
             raise DataError(
                 f"label {label_path}: class id {int(valid.max())} but the dataset has "

@@ -84,6 +84,10 @@ def clip_gradients(optimizer: torch.optim.Optimizer, cfg: CfgNode) -> torch.Tens
     clipping = cfg.SOLVER.CLIP_GRADIENTS
     if not clipping.ENABLED or clipping.CLIP_VALUE <= 0:
         return None
+    if clipping.CLIP_TYPE != "full_model":
+        raise ValueError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE = {clipping.CLIP_TYPE!r} is not supported (full_model)"
+        )
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     return torch.nn.utils.clip_grad_norm_(
         parameters, clipping.CLIP_VALUE, norm_type=clipping.NORM_TYPE

@@ -70,6 +70,11 @@ def resolve_device(requested: str, processes: Processes) -> torch.device:
         if not torch.cuda.is_available():
             raise TrainingError(f"device {requested}: CUDA is not available on this machine")
         if device.index is None:
+            if processes.local_rank >= torch.cuda.device_count():
+                raise TrainingError(
+                    f"process {processes.local_rank} of this node has no GPU: the node has "
+                    f"{torch.cuda.device_count()}; lower --nproc-per-node"
+                )
             device = torch.device("cuda", processes.local_rank)
         torch.cuda.set_device(device)
     return device
@@ -120,7 +125,8 @@ def request_overrides(request: TrainRequest) -> list[str]:
 
 def config_message(exc: Exception, source: Path) -> str:
     """One line for a config that does not merge (yacs raises KeyError or AssertionError)."""
-    text = str(exc.args[0] if exc.args else exc).strip().splitlines()[0]
+    lines = str(exc.args[0] if exc.args else "").strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
     for marker in ("Non-existent config key:", "Non-existent key:"):
         if marker in text:
             key = text.split(marker, 1)[1].strip()
@@ -150,17 +156,33 @@ def write_run_config(cfg: CfgNode, source: Path, out: Path) -> Path:
     return path
 
 
-class MetricsLog:
-    """``metrics.jsonl`` and TensorBoard events (first process only)."""
+def read_miou(path: Path) -> float | None:
+    """The ``mIoU`` of an evaluation's ``metrics.json``, or None if it has none."""
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["mIoU"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
-    def __init__(self, out: Path, enabled: bool) -> None:
+
+class MetricsLog:
+    """``metrics.jsonl`` and TensorBoard events (first process only). A resumed run drops the
+    lines of iterations after ``start_iter`` (run again from the checkpoint)."""
+
+    def __init__(self, out: Path, enabled: bool, start_iter: int = 0) -> None:
         self.enabled = enabled
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(out))
             self.path = out / METRICS_FILE
+            if self.path.is_file():
+                kept = [
+                    line
+                    for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("iteration", 0) <= start_iter
+                ]
+                self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            self.writer = SummaryWriter(log_dir=str(out), purge_step=start_iter + 1)
 
     def write(self, iteration: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -233,12 +255,19 @@ class Trainer:
             resumed = resume(self.out, self.training, self.config_text)
             if resumed is not None:
                 self.start_iter = resumed.iteration
-        mapper = SemanticTrainMapper(MapperConfig.from_cfg(cfg))
+            self.check_same_start()
+        try:
+            mapper = SemanticTrainMapper(MapperConfig.from_cfg(cfg))
+        except (AssertionError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+            raise TrainingError(
+                f"config {self.source}: its INPUT settings cannot augment training data ({reason})"
+            ) from None
         self.dataset = TrainingSet(request.data, mapper, cfg.SEED, len(request.data.classes))
         self.sampler = StreamSampler(
             self.start_iter, cfg.SOLVER.IMS_PER_BATCH, processes.rank, processes.world_size
         )
-        self.log = MetricsLog(self.out, processes.main)
+        self.log = MetricsLog(self.out, processes.main, self.start_iter)
         self.log_period = request.log_period or LOG_PERIOD
 
     def batches(self) -> Iterator[list]:
@@ -251,7 +280,25 @@ class Trainer:
         try:
             return self.training.run(samples, points)
         except torch.OutOfMemoryError:
+            if self.processes.world_size > 1:
+                raise TrainingError(
+                    f"out of memory on {self.device} with {len(samples)} images per process; "
+                    "pass a smaller --batch-size (one process finds the size that fits)"
+                ) from None
             raise TrainingError(self.out_of_memory(samples, points)) from None
+
+    def check_same_start(self) -> None:
+        """Every process must continue from the same iteration (a run folder that is not
+        shared between nodes would leave some without the checkpoint)."""
+        if self.processes.world_size == 1:
+            return
+        starts = torch.tensor([self.start_iter, -self.start_iter], device=self.device)
+        dist.all_reduce(starts, op=dist.ReduceOp.MAX)
+        if int(starts[0]) != -int(starts[1]):
+            raise TrainingError(
+                f"the processes resume from different iterations ({-int(starts[1])} to "
+                f"{int(starts[0])}): every node must see the same --out folder"
+            )
 
     def out_of_memory(self, samples: list, points: SeededPoints) -> str:
         """The message for a batch that does not fit: which smaller batch does."""
@@ -290,6 +337,8 @@ class Trainer:
         if evaluation is None or not self.processes.main or weights is None:
             return
         config = self.out / "config.yaml"
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         results: dict[str, float] = {}
         for dataset in evaluation.datasets:
             out = self.out / "eval" / f"{iteration:07d}" / dataset
@@ -302,9 +351,9 @@ class Trainer:
                 lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
             except OSError as exc:
                 done, lines = None, [str(exc)]
-            metrics = out / "metrics.json"
-            if done is not None and done.returncode == 0 and metrics.is_file():
-                results[f"eval/{dataset}/mIoU"] = float(json.loads(metrics.read_text())["mIoU"])
+            miou = read_miou(out / "metrics.json") if done and done.returncode == 0 else None
+            if miou is not None:
+                results[f"eval/{dataset}/mIoU"] = miou
             else:
                 tqdm.write(f"evaluation on {dataset} at iteration {iteration} failed: {lines[-1]}")
                 results[f"eval/{dataset}/failed"] = 1.0
