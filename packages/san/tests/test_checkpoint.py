@@ -57,10 +57,21 @@ def test_corrupt_file(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_pickled_objects_are_refused(tmp_path):
-    path = _write(tmp_path / "object.pth", {"model": {"x": torch.zeros(1)}, "extra": Path("/")})
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+class _RunsCode:
+    """An object whose unpickling calls a function (here a harmless one)."""
+
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+@pytest.mark.parametrize("extra", [Path("/"), _RunsCode()], ids=["object", "code"])
+def test_pickled_objects_are_refused_without_advice_to_lower_the_guard(tmp_path, capsys, extra):
+    path = _write(tmp_path / "object.pth", {"model": {"x": torch.zeros(1)}, "extra": extra})
+    with pytest.raises(CheckpointError, match="contains code, not only tensors") as info:
         load_san(CONFIG, path)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only" not in message and "False" not in message
+    assert "unpickled" not in capsys.readouterr().out
 
 
 def test_checkpoint_of_another_method(tmp_path):

@@ -7,6 +7,7 @@ Used by the method workers (which have torch); the harness never imports this mo
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,24 @@ from typing import Any
 
 class CheckpointError(ValueError):
     """The file is not a usable checkpoint; the message is one line naming it."""
+
+
+#: What torch names when a weights-only load meets an object it would have to construct.
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def refusal(path: Path, message: str) -> str:
+    """One line for a file torch's weights-only unpickler refused. torch's own message advises
+    turning the protection off; this one says what the file holds instead."""
+    found = _UNSUPPORTED_GLOBAL.search(message)
+    if found is None and "Weights only load failed" not in message:
+        reason = message.strip().splitlines()[0] if message.strip() else "unpickling failed"
+        return f"{path}: not a readable PyTorch checkpoint ({reason})"
+    what = f" ({found.group(1)})" if found else ""
+    return (
+        f"{path}: contains code, not only tensors{what}; refused, because loading it could run "
+        "that code"
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, Any]:
@@ -29,7 +48,9 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as exc:
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(refusal(path, str(exc))) from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if isinstance(loaded, dict):

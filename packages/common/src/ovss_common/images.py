@@ -2,14 +2,15 @@
 
 - alpha is dropped, not composited; grayscale and palette images are replicated to RGB;
 - EXIF orientation is applied only when asked (SAN and OVSeg do, through detectron2; CaR does not);
-- 16-bit images are scaled to 8 bits (value * 255 / 65535, rounded) with a warning;
-- multi-frame files use their first frame, with a warning.
+- 16-bit images are scaled to 8 bits (value * 255 / 65535, rounded), said in one line on stderr;
+- multi-frame files use their first frame, said the same way.
 
 Every failure is an ``ImageError`` with one line that names the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,7 @@ def read_image(path: str | Path, *, exif_transpose: bool) -> DecodedImage:
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageError(f"{path}: image has no pixels")
     for note in notes:
-        warnings.warn(f"{path}: {note}", stacklevel=2)
+        print(f"note: {path}: {note}", file=sys.stderr, flush=True)
     return DecodedImage(
         rgb=rgb, path=path, source_mode=source_mode, exif_transposed=transposed, notes=notes
     )
