@@ -72,3 +72,31 @@ def test_bad_images_fail_alone(toy_package, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt.jpg" in err and "1 of 2 images failed" in err
     assert (out / "good.png").is_file() and not (out / "corrupt.png").exists()
+
+
+def test_a_folder_or_a_pattern_segments_every_image_in_it(toy_package, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "deeper").mkdir(parents=True)
+    _image(photos / "a.png")
+    _image(photos / "b.JPG")
+    _image(photos / "deeper" / "c.png")
+    (photos / "notes.txt").write_text("not an image")
+    argv = ["segment", "--method", "toy", "--classes", "sky", "road"]
+    out = tmp_path / "from-folder"
+    assert main([*argv, "--image", str(photos), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png"]
+    out = tmp_path / "from-pattern"
+    assert main([*argv, "--image", str(photos / "**" / "*.png"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "c.png"]
+
+
+def test_an_empty_folder_or_a_pattern_without_match_is_one_line(toy_package, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["segment", "--method", "toy", "--classes", "sky", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--image", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "a folder without images" in err and err.count("\n") == 1
+    assert main([*argv, "--image", str(tmp_path / "*.png")]) == 2
+    err = capsys.readouterr().err
+    assert "the pattern matches no file" in err and err.count("\n") == 1

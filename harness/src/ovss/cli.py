@@ -37,7 +37,7 @@ from ovss.metrics import DEFAULT_DEFINITION, DEFINITIONS
 from ovss.outdated import default_projects, format_table, is_offline, outdated, to_json
 from ovss.report import write_report
 from ovss.runner import run_eval
-from ovss.segment import SegmentSettings, run_segment
+from ovss.segment import SegmentSettings, expand_images, run_segment
 from ovss.upgrade import default_history, format_report, record_history, upgrade
 from ovss.vocabulary import clean_vocabulary, read_classes_file, resolve_vocabulary
 from ovss.worker import ModelSettings, model_settings
@@ -128,7 +128,13 @@ def _methods_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _segment_arguments(segment: argparse.ArgumentParser) -> None:
     _add_model_arguments(segment)
-    segment.add_argument("--image", nargs="+", required=True, type=Path)
+    segment.add_argument(
+        "--image",
+        nargs="+",
+        required=True,
+        type=Path,
+        help="image files, folders (their images) or quoted glob patterns",
+    )
     segment.add_argument("--classes", nargs="+", metavar="NAME")
     segment.add_argument("--classes-file", type=Path)
     segment.add_argument("--classes-from", metavar="DATASET")
@@ -325,7 +331,7 @@ def _segment(args: argparse.Namespace) -> int:
     run_segment(
         SegmentSettings(
             model=_model_settings(args),
-            images=args.image,
+            images=expand_images(args.image),
             vocabulary=vocabulary,
             out=args.out,
             save_scores=args.save_scores,

@@ -8,7 +8,9 @@ and, with ``save_scores``, ``DIR/<stem>.npz`` are written by the worker; the har
 
 from __future__ import annotations
 
+import glob
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,41 @@ class SegmentSettings:
     out: Path
     save_scores: bool = False
     stuff: list[str] | None = None
+
+
+#: What a folder or a pattern given as ``--image`` expands to (case-insensitive).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+_PATTERN = re.compile(r"[*?\[]")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def expand_images(inputs: list[Path]) -> list[Path]:
+    """``--image`` arguments as image files: a folder gives its images (not its sub-folders'),
+    a glob pattern (``photos/*.jpg``, ``**`` allowed) the files it matches, anything else
+    itself; each file once, in the order given.
+
+    Raises:
+        OvssError: a folder without images, or a pattern that matches no file.
+    """
+    images: dict[Path, None] = {}
+    for given in inputs:
+        if given.is_dir():
+            found = _images_in(given)
+            if not found:
+                suffixes = ", ".join(IMAGE_SUFFIXES)
+                raise OvssError(f"{given}: a folder without images ({suffixes})")
+        elif not given.exists() and _PATTERN.search(str(given)):
+            found = sorted(Path(p) for p in glob.glob(str(given), recursive=True))
+            found = [p for p in found if p.is_file()]
+            if not found:
+                raise OvssError(f"{given}: the pattern matches no file")
+        else:
+            found = [given]
+        images.update(dict.fromkeys(found))
+    return list(images)
 
 
 def _check_stems(images: list[Path]) -> None:
