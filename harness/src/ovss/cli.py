@@ -81,7 +81,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="method option sent with load (repeatable)",
     )
-    parser.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds a worker may take to load or per image (default: the method's deadlines)",
+    )
     parser.add_argument(
         "--tiny",
         action="store_true",
@@ -99,7 +103,11 @@ def _add_methods_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads of each worker")
-    parser.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds a worker may take to load or per image (default: the method's deadlines)",
+    )
 
 
 def _methods_models(args: argparse.Namespace, pipeline: str) -> list[ModelSettings]:

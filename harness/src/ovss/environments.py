@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ovss.errors import OvssError
 from ovss_common import detectron2_compat
 from ovss_common.downloads import DownloadError
@@ -65,6 +67,42 @@ def repo_root() -> Path:
 
 
 @dataclass(frozen=True)
+class Deadlines:
+    """How long a method's worker may take before it is stopped, in seconds.
+
+    Attributes:
+        load: building the model (weights already downloaded).
+        segment: one image, plus ``per_megapixel`` for each million pixels of it.
+    """
+
+    load: float = 900.0
+    segment: float = 300.0
+    per_megapixel: float = 600.0
+
+    def for_image(self, image: str | Path) -> float:
+        """The deadline of one image: the base plus its size's share (the base alone when the
+        size cannot be read; the worker then reports the image as bad quickly)."""
+        try:
+            with Image.open(image) as opened:
+                width, height = opened.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return self.segment
+        return self.segment + self.per_megapixel * width * height / 1e6
+
+
+def _deadlines(table: dict[str, Any], pyproject: Path) -> Deadlines:
+    values = table.get("deadlines", {})
+    known = {"load": "load", "segment": "segment", "segment-per-megapixel": "per_megapixel"}
+    unknown = sorted(set(values) - set(known))
+    if unknown or not all(isinstance(v, int | float) and v > 0 for v in values.values()):
+        raise OvssError(
+            f"{pyproject}: [tool.ovss.method.deadlines] takes positive seconds for "
+            f"{', '.join(known)}"
+        )
+    return Deadlines(**{known[key]: float(value) for key, value in values.items()})
+
+
+@dataclass(frozen=True)
 class MethodPackage:
     """A method's uv project, where its environment lives, and what it declares about itself.
 
@@ -78,6 +116,7 @@ class MethodPackage:
         train_module: the trainer ``ovss train`` starts (``ovss_common.training``), if any.
         bench_train_module: the module ``nox -s bench-train-<name>`` runs, if any.
         targets_file: the file of published numbers (project-relative), if any.
+        deadlines: how long its worker may take (``[tool.ovss.method.deadlines]``).
     """
 
     name: str
@@ -95,6 +134,7 @@ class MethodPackage:
     train_module: str | None = None
     bench_train_module: str | None = None
     targets_file: str | None = None
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
     @property
     def venv(self) -> Path:
@@ -153,6 +193,7 @@ def read_method_package(project: Path) -> MethodPackage | None:
             train_module=table.get("train"),
             bench_train_module=table.get("bench-train"),
             targets_file=table.get("targets"),
+            deadlines=_deadlines(table, pyproject),
         )
     except KeyError as exc:
         raise OvssError(f"{pyproject}: [tool.ovss.method] or [project] lacks {exc}") from None

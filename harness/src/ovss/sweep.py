@@ -366,7 +366,11 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--device", help="cpu, cuda (default: cuda when available)")
     sweep.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
     sweep.add_argument("--threads", type=int, help="CPU threads of each worker")
-    sweep.add_argument("--timeout", type=float, help="seconds to wait for any one reply")
+    sweep.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds a worker may take to load or per image (default: the method's deadlines)",
+    )
     sweep.add_argument("--out", type=Path, default=Path("results") / "sweep")
 
 

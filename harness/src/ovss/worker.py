@@ -87,6 +87,11 @@ class WorkerDied(OvssError):
     """The worker process exited (or broke the protocol) before replying."""
 
 
+class WorkerTimeout(WorkerDied):
+    """The worker did not reply within its deadline and was stopped (not retried: the same
+    request would take as long again)."""
+
+
 def worker_environment() -> dict[str, str]:
     """Environment of a worker: no telemetry, unbuffered stderr."""
     env = dict(os.environ)
@@ -182,8 +187,9 @@ class WorkerProcess:
             line = self._replies.get(timeout=timeout)
         except queue.Empty:
             self.kill()
-            raise WorkerDied(
-                f"the {self.name} worker did not answer {request_type} within {timeout:g} s"
+            raise WorkerTimeout(
+                f"the {self.name} worker did not finish {request_type} within {timeout:g} s "
+                "and was stopped (--timeout sets the deadline)"
             ) from None
         if line is _EOF:
             raise self._died(request_type)
@@ -229,6 +235,11 @@ class WorkerProcess:
 class Worker:
     """A method worker that survives crashes: restart, replay ``load``, retry once.
 
+    Every request has a deadline: ``timeout`` when given, else the method's
+    (``[tool.ovss.method.deadlines]``): ``load`` for loading, and for an image a base plus a
+    share per megapixel. A worker past its deadline is stopped; the request fails with
+    ``WorkerTimeout`` and the next one starts a fresh worker.
+
     Use as a context manager; the process is shut down on exit.
     """
 
@@ -263,8 +274,9 @@ class Worker:
         python = ensure_environment(self.package)
         command = [str(python), "-m", self.package.worker_module]
         self._process = WorkerProcess(command, self.package.name, self.log_path)
+        deadline = self.timeout or self.package.deadlines.load
         try:
-            self.load_info = self._process.request("load", timeout=self.timeout, **self.load_fields)
+            self.load_info = self._process.request("load", timeout=deadline, **self.load_fields)
         except OvssError:
             self._process.close()
             self._process = None
@@ -286,12 +298,25 @@ class Worker:
                 self.start()
             assert self._process is not None
             try:
-                return self._process.request(request_type, timeout=self.timeout, **fields)
+                return self._process.request(
+                    request_type, timeout=self.deadline(request_type, fields), **fields
+                )
+            except WorkerTimeout:
+                raise
             except WorkerDied as died:
                 if attempt == 2:
                     raise
                 print(f"ovss: {died}; restarting it and retrying once", file=sys.stderr)
         raise AssertionError("unreachable")
+
+    def deadline(self, request_type: str, fields: dict[str, Any]) -> float:
+        """Seconds the worker has for one request: ``timeout``, else the method's deadline
+        for the request's image, else its load deadline."""
+        if self.timeout:
+            return self.timeout
+        if fields.get("image"):
+            return self.package.deadlines.for_image(fields["image"])
+        return self.package.deadlines.load
 
     def segment(self, request: SegmentRequest) -> dict[str, Any]:
         """Segment one image (see ``request``); returns the reply's result (output paths,

@@ -4,7 +4,8 @@ Load options drive failures for the harness tests:
 
 - ``crash_on``: stems whose segmentation kills the process (always);
 - ``crash_once_on`` + ``state_dir``: stems that kill it the first time only;
-- ``unassigned_below``: brightness under which pixels get "no class" (65535).
+- ``unassigned_below``: brightness under which pixels get "no class" (65535);
+- ``hang_on``: stems whose segmentation never finishes; ``hang_on_load``: loading never does.
 
 ``weights`` (optional) must be a JSON file; its sha256 is reported like a checkpoint's.
 
@@ -29,12 +30,21 @@ from ovss_common.protocol import NO_CLASS, WorkerError
 from ovss_common.server import Method, Segmentation, run
 
 
+def _hang() -> None:
+    """Never return (as a worker stuck in a deadlock or a endless loop would)."""
+    print("toy: hanging", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)
+
+
 class Toy(Method):
     name = "toy"
     exif_transpose = True
 
     def load(self, request):
         self.options = dict(request.options)
+        if self.options.get("hang_on_load"):
+            _hang()
         weights_sha256 = None
         if request.weights is not None:
             path = Path(request.weights)
@@ -83,6 +93,8 @@ class Toy(Method):
 
     def segment(self, image, request):
         stem = image.path.stem
+        if stem in self.options.get("hang_on", []):
+            _hang()
         self._maybe_crash(stem)
         self._maybe_kill_parent()
         start = time.perf_counter()
