@@ -2,6 +2,7 @@
 
     nox -s setup             build every environment and mini-voc, list the methods
     nox -s tests             every project's tests, each in its own environment
+    nox -s doctor            check this machine: environments, detectron2, weights, device, datasets
     nox -s lint              ruff check + format check
     nox -s env-<method>      build or sync one method environment from its lock
     nox -s eval-<method> -- --dataset mini-voc [ovss eval options]
@@ -141,6 +142,13 @@ def lint(session: nox.Session) -> None:
     ruff = str(_sync(session, HARNESS).parent / "ruff")
     session.run(ruff, "check", str(ROOT), external=True)
     session.run(ruff, "format", "--check", str(ROOT), external=True)
+
+
+@nox.session
+def doctor(session: nox.Session) -> None:
+    """Check this machine (environments, detectron2, weights, device, datasets): ovss doctor."""
+    _sync(session, HARNESS)
+    _ovss(session, "doctor", *session.posargs)
 
 
 @nox.session

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ovss import doctor as doctor_command
 from ovss import reproduce as reproduce_command
 from ovss import sweep as sweep_command
 from ovss import train as train_command
@@ -556,6 +557,7 @@ COMMANDS = (
     ),
     Command("sweep", sweep_command.HELP, sweep_command.add_arguments, sweep_command.command),
     Command("train", train_command.HELP, train_command.add_arguments, train_command.command),
+    Command("doctor", doctor_command.HELP, doctor_command.add_arguments, doctor_command.command),
     Command(
         "visualize",
         visualize_command.HELP,
