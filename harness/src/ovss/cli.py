@@ -19,6 +19,7 @@ from ovss import reproduce as reproduce_command
 from ovss import sweep as sweep_command
 from ovss import train as train_command
 from ovss import visualize as visualize_command
+from ovss import weights as weights_command
 from ovss.compare import CompareSettings, run_compare
 from ovss.datasets import all_datasets, build_mini_voc, get_dataset, register_dataset
 from ovss.datasets.prepare import PREPARABLE, check_dataset, prepare_dataset
@@ -558,6 +559,9 @@ COMMANDS = (
     Command("sweep", sweep_command.HELP, sweep_command.add_arguments, sweep_command.command),
     Command("train", train_command.HELP, train_command.add_arguments, train_command.command),
     Command("doctor", doctor_command.HELP, doctor_command.add_arguments, doctor_command.command),
+    Command(
+        "weights", weights_command.HELP, weights_command.add_arguments, weights_command.command
+    ),
     Command(
         "visualize",
         visualize_command.HELP,

@@ -127,3 +127,32 @@ def test_a_copy_in_an_earlier_cache_folder_is_moved_into_place(server, cache):
     entry.path.unlink()
     with pytest.raises(WeightsError, match="differs from the recorded"):
         zoo.fetch(entry)
+
+
+def test_import_file_checks_then_caches(tmp_path, monkeypatch):
+    from ovss_common.hashing import sha256_bytes
+    from ovss_common.zoo import WeightsEntry, WeightsError, import_file
+
+    monkeypatch.setenv("OVSS_CACHE_DIR", str(tmp_path / "cache"))
+    good = tmp_path / "good.bin"
+    good.write_bytes(b"weights")
+    pinned = WeightsEntry(
+        name="p",
+        method="m",
+        filename="p.bin",
+        url="https://x/p.bin",
+        sha256=sha256_bytes(b"weights"),
+    )
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"other")
+    with pytest.raises(WeightsError, match="another file"):
+        import_file(pinned, bad)
+    assert not pinned.path.exists()
+    assert import_file(pinned, good).read_bytes() == b"weights"
+    trusted = WeightsEntry(name="t", method="m", filename="t.bin", url="https://x/t.bin")
+    import_file(trusted, bad)
+    assert trusted.recorded_sha256_path.read_text().split()[0] == sha256_bytes(b"other")
+    with pytest.raises(WeightsError, match="another file"):
+        import_file(trusted, good)
+    with pytest.raises(WeightsError, match="no such file"):
+        import_file(trusted, tmp_path / "absent.bin")

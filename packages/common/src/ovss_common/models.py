@@ -33,7 +33,7 @@ from typing import Any
 
 from ovss_common.loading import released_weights, use_random_weights
 from ovss_common.protocol import LoadRequest, WorkerError
-from ovss_common.zoo import WeightsEntry
+from ovss_common.zoo import WeightsEntry, WeightsError, fetch, import_file
 
 
 @dataclass(frozen=True)
@@ -171,17 +171,40 @@ def resolve_model(request: LoadRequest, registry: ModelRegistry) -> ResolvedMode
     )
 
 
+USAGE = "usage: python -m ovss_common.models MODULE [--names | --fetch NAME | --import NAME FILE]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ovss_common.models MODULE [--names]``: the zoo listing of ``MODULE.MODELS`` as
-    one JSON object per line (the harness runs it in each method's environment); with
-    ``--names``, one object: the registry's ``default`` and the names of its ``models``."""
+    """``python -m ovss_common.models MODULE``: the zoo listing of ``MODULE.MODELS`` as one JSON
+    object per line (the harness runs it in each method's environment). ``--names``: one
+    object, the registry's ``default`` and the names of its ``models``. ``--fetch NAME`` and
+    ``--import NAME FILE``: put a weights file into the cache (downloaded, or the user's file,
+    checked either way) and print ``{"name", "path"}``, or ``{"error": one line}`` and exit 1."""
     module, *flags = sys.argv[1:] if argv is None else argv
-    if flags not in ([], ["--names"]):
-        print("usage: python -m ovss_common.models MODULE [--names]", file=sys.stderr)
+    valid = (
+        flags in ([], ["--names"])
+        or (len(flags) == 2 and flags[0] == "--fetch")
+        or (len(flags) == 3 and flags[0] == "--import")
+    )
+    if not valid:
+        print(USAGE, file=sys.stderr)
         return 2
     registry: ModelRegistry = importlib.import_module(module).MODELS
-    if flags:
+    if flags == ["--names"]:
         print(json.dumps({"default": registry.default, "models": list(registry.models)}))
+        return 0
+    if flags:
+        entries = registry.weights_entries()
+        entry = entries.get(flags[1])
+        if entry is None:
+            print(json.dumps({"error": f"no weights named {flags[1]!r} ({', '.join(entries)})"}))
+            return 1
+        try:
+            path = fetch(entry) if flags[0] == "--fetch" else import_file(entry, Path(flags[2]))
+        except WeightsError as exc:
+            print(json.dumps({"error": str(exc)}))
+            return 1
+        print(json.dumps({"name": entry.name, "path": str(path)}))
         return 0
     for row in registry.listing():
         print(json.dumps(row, ensure_ascii=False))

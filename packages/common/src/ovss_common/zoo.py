@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -135,6 +136,37 @@ def adopt_earlier_copy(entry: WeightsEntry) -> bool:
         print(f"ovss: moved {earlier.path} to {entry.path}", file=sys.stderr, flush=True)
         return True
     return False
+
+
+def import_file(entry: WeightsEntry, source: Path) -> Path:
+    """Put a file the user obtained by other means (a browser, a USB stick) into the cache as
+    ``entry``, after checking it as a download is checked: against the pinned SHA-256 or the
+    published MD5 prefix; with neither, its SHA-256 is recorded (trust on first use)."""
+    source = Path(source)
+    if not source.is_file():
+        raise WeightsError(f"{source}: no such file")
+    digest = sha256_file(source)
+    pinned = expected_sha256(entry)
+    if pinned is not None and digest != pinned:
+        raise WeightsError(
+            f"{source}: sha256 {digest[:12]}... is not the {'pinned' if entry.sha256 else 'recorded'} "
+            f"{pinned[:12]}... of {entry.name}: another file"
+        )
+    if (
+        pinned is None
+        and entry.md5_prefix is not None
+        and not _md5(source).startswith(entry.md5_prefix)
+    ):
+        raise WeightsError(
+            f"{source}: md5 does not start with {entry.md5_prefix}: not {entry.name}"
+        )
+    entry.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = entry.path.with_name(f".{entry.path.name}.partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, entry.path)
+    if entry.sha256 is None:
+        _record(entry, digest)
+    return entry.path
 
 
 def fetch(entry: WeightsEntry) -> Path:
