@@ -156,3 +156,14 @@ def test_import_file_checks_then_caches(tmp_path, monkeypatch):
         import_file(trusted, good)
     with pytest.raises(WeightsError, match="no such file"):
         import_file(trusted, tmp_path / "absent.bin")
+
+
+def test_a_download_shows_its_progress_on_a_terminal(server, monkeypatch, capsys):
+    import sys
+
+    folder, base, _ = server
+    (folder / "toy.pth").write_bytes(b"w" * 3000)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    zoo.fetch(_entry(base))
+    err = capsys.readouterr().err
+    assert "\rtoy.pth: 0.0/0.0 MiB 100% " in err and err.endswith(" MiB/s\n")

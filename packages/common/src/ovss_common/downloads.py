@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,6 +42,39 @@ def index_url() -> str:
     return _PUBLIC_INDEX
 
 
+class Progress:
+    """A download's progress on a terminal's stderr, redrawn in place at most every 0.2 s
+    (``name: 312.0/598.2 MiB 52% 11.4 MiB/s``); nothing when stderr is not a terminal."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name = name
+        self.total = total
+        self.done = 0
+        self.start = self.shown = time.monotonic()
+        self.enabled = sys.stderr.isatty()
+
+    def text(self) -> str:
+        mib = 2**20
+        rate = self.done / mib / max(time.monotonic() - self.start, 1e-6)
+        if self.total:
+            share = (
+                f"{self.done / mib:.1f}/{self.total / mib:.1f} MiB {100 * self.done // self.total}%"
+            )
+        else:
+            share = f"{self.done / mib:.1f} MiB"
+        return f"{self.name}: {share} {rate:.1f} MiB/s"
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.enabled and time.monotonic() - self.shown >= 0.2:
+            self.shown = time.monotonic()
+            print(f"\r{self.text()}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(f"\r{self.text()}", file=sys.stderr, flush=True)
+
+
 def download(url: str, destination: Path, sha256: str | None, md5_prefix: str | None = None) -> str:
     """Download ``url`` to ``destination`` atomically; returns the file's SHA-256.
 
@@ -53,10 +88,13 @@ def download(url: str, destination: Path, sha256: str | None, md5_prefix: str | 
 
     def write(file) -> None:
         with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+            progress = Progress(destination.name, int(response.headers.get("Content-Length") or 0))
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 md5.update(chunk)
                 file.write(chunk)
+                progress.advance(len(chunk))
+            progress.close()
         if sha256 is not None and digest.hexdigest() != sha256:
             raise DownloadError(
                 f"{destination.name}: sha256 {digest.hexdigest()} does not match the pinned {sha256}"
