@@ -478,8 +478,7 @@ def test_nox_has_train_sessions_for_the_packages_that_declare_a_trainer(monkeypa
         assert (f"train-{method}" in sessions) == ("train" in table)
         assert (f"bench-train-{method}" in sessions) == ("bench-train" in table)
     trainers = [m for m, table in noxfile.METHODS.items() if "train" in table]
-    if not trainers:
-        pytest.skip("no package here declares a trainer")
+    assert trainers, "SAN's package declares a trainer"
     method = trainers[0]
     fake = FakeSession([])
     sessions[f"train-{method}"](fake)

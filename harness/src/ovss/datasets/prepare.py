@@ -1,9 +1,8 @@
 """Convert official dataset downloads into the layout the registry reads, and check the result.
 
 ``prepare_dataset(name, raw)`` writes under ``$DETECTRON2_DATASETS`` the files that
-``registry.BUILTIN_DATASETS`` expects, with the label conversions of the upstream preparation
-scripts (MendelXu/SAN at e19262d1: ``datasets/prepare_*.py``; facebookresearch/ov-seg:
-``datasets/prepare_*.py``, whose ADE-847 script is MaskFormer's):
+``registry.BUILTIN_DATASETS`` expects, with the label conversions SAN's and OVSeg's own
+dataset preparation applies (OVSeg's ADE-847 conversion is MaskFormer's):
 
 - ``ade20k-150``: ``ADEChallengeData2016/annotations/validation/*.png`` → raw − 1, 0 → 255.
 - ``ade20k-847``: the full ADE20K release ``ADE20K_2021_17_01``, as MaskFormer's

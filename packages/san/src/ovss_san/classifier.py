@@ -41,9 +41,7 @@ class OpenVocabClassifier(nn.Module):
         self.ln_final = clip.ln_final
         self.text_projection = clip.text_projection
         self.logit_scale = clip.logit_scale
-        # The text tower stays frozen in SAN's training; only the background embedding learns
-        # (upstream: MendelXu/SAN at e19262d1a23992fc2cef934d6756b89ff50fe5c3,
-        # ``san/model/clip_utils/classifier.py``).
+        # The text tower stays frozen in SAN's training; only the background embedding learns.
         self.requires_grad_(False)
         embed_dim = clip.text_projection.shape[1]
         self.bg_embed = nn.Parameter(torch.randn(1, embed_dim) * embed_dim**-0.5)

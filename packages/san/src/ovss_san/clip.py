@@ -26,19 +26,26 @@ def open_clip_name(name: str) -> str:
     return name.replace("/", "-")
 
 
+def architecture_file(name: str, config_dir: Path | None) -> Path | None:
+    """``<config_dir>/<name>.json`` (either spelling of ``name``), if there is one."""
+    if config_dir is None:
+        return None
+    for candidate in dict.fromkeys([name, open_clip_name(name)]):
+        path = Path(config_dir) / f"{candidate}.json"
+        if path.is_file():
+            return path
+    return None
+
+
 def resolve_clip_config(name: str, config_dir: Path | None = None) -> dict[str, Any]:
     """The open_clip model config of ``name``: ``<config_dir>/<name>.json`` first, then
     open_clip's built-in configs."""
-    if config_dir is not None:
-        for candidate in dict.fromkeys([name, open_clip_name(name)]):
-            path = Path(config_dir) / f"{candidate}.json"
-            if path.is_file():
-                try:
-                    return json.loads(path.read_text())
-                except ValueError as exc:
-                    raise ClipArchitectureError(
-                        f"{path}: not a JSON model config ({exc})"
-                    ) from None
+    path = architecture_file(name, config_dir)
+    if path is not None:
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:
+            raise ClipArchitectureError(f"{path}: not a JSON model config ({exc})") from None
     config = open_clip.get_model_config(open_clip_name(name))
     if config is None:
         where = f" nor in {config_dir}" if config_dir is not None else ""

@@ -24,9 +24,8 @@ from ovss_common.inspection import (
 from ovss_san.predictor import Prediction, SanPredictor
 from ovss_san.san import SAN
 
-#: SAN's training recipe (source: MendelXu/SAN at e19262d1: ``configs/san_clip_vit_res4_coco.yaml``
-#: sets ``CLIP_FROZEN_EXCLUDE ["positional_embedding"]`` and ``san/model/san.py`` freezes the
-#: rest of CLIP; the released training logs report 8.37 M trainable parameters for ViT-B/16).
+#: What SAN's training updates: its released configs keep CLIP frozen except the visual
+#: positional embedding; the released logs count 8.37 M trainable parameters for ViT-B/16.
 TRAINING = {
     "summary": (
         "trained: the side adapter network (side ViT, queries, fusion layers, mask decoder), "
@@ -34,9 +33,9 @@ TRAINING = {
         "the rest of CLIP (image and text towers)"
     ),
     "source": (
-        "MendelXu/SAN@e19262d1: configs/san_clip_vit_res4_coco.yaml (CLIP_FROZEN_EXCLUDE "
-        "['positional_embedding']), san/model/san.py (freezing); training logs report "
-        "8.37 M (ViT-B/16) and 9.32 M (ViT-L/14) trainable parameters"
+        "the released SAN configs freeze CLIP but its visual positional embedding; the "
+        "released logs count 8.37 M (ViT-B/16) and 9.32 M (ViT-L/14) trainable parameters, "
+        "which tests/test_trainable.py checks"
     ),
 }
 TRAINED_CLIP_PARAMETERS = ("clip_visual_extractor.positional_embedding", "ov_classifier.bg_embed")

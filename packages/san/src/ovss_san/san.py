@@ -83,8 +83,8 @@ def freeze_except(module: nn.Module, exclude: list[str]) -> None:
     """SAN's training freeze of a CLIP part: every parameter of ``module`` whose name contains
     none of the ``exclude`` substrings stops requiring gradients (``"all"`` in ``exclude``
     freezes nothing). Config keys ``MODEL.SAN.CLIP_FROZEN_EXCLUDE`` (the feature extractor)
-    and ``CLIP_DEEPER_FROZEN_EXCLUDE`` (the recognition head); upstream: MendelXu/SAN at
-    e19262d1a23992fc2cef934d6756b89ff50fe5c3, ``san/model/clip_utils/visual.py``."""
+    and ``CLIP_DEEPER_FROZEN_EXCLUDE`` (the recognition head), as the original builds its
+    CLIP parts."""
     if "all" in exclude:
         return
     for name, parameter in module.named_parameters():

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ovss_common.training import EVAL_PLACEHOLDERS, METRICS_FILE, TrainRequest
 from ovss_common.zoo import fetch
 from ovss_san.build import load_san
-from ovss_san.clip import open_clip_name
+from ovss_san.clip import architecture_file
 from ovss_san.models import MODELS
 from ovss_san.training.checkpointing import has_checkpoint, resume, save_checkpoint
 from ovss_san.training.clip_init import initialise_from_openai
@@ -147,12 +147,9 @@ def write_run_config(cfg: CfgNode, source: Path, out: Path) -> Path:
     """``out/config.yaml`` (the effective config) and the CLIP architecture file it names."""
     path = out / "config.yaml"
     path.write_text(cfg.dump(), encoding="utf-8")
-    for name in dict.fromkeys(
-        [cfg.MODEL.SAN.CLIP_MODEL_NAME, open_clip_name(cfg.MODEL.SAN.CLIP_MODEL_NAME)]
-    ):
-        architecture = source.parent / f"{name}.json"
-        if architecture.is_file():
-            shutil.copyfile(architecture, out / architecture.name)
+    architecture = architecture_file(cfg.MODEL.SAN.CLIP_MODEL_NAME, source.parent)
+    if architecture is not None:
+        shutil.copyfile(architecture, out / architecture.name)
     return path
 
 
